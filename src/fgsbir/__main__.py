@@ -1,0 +1,5 @@
+import sys
+
+from fgsbir.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""The ``fgsbir`` command: one sub-module per command group, each a thin layer over the library.
+
+Every module listed in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
+sub-commands and sets ``func`` (called with the parsed arguments) on each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fgsbir.errors import FgsbirError
+
+COMMAND_MODULES = ["fgsbir.cli.train", "fgsbir.cli.generator", "fgsbir.cli.search"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fgsbir", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command group not written yet
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FgsbirError as exc:
+        print(f"fgsbir: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fgsbir: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

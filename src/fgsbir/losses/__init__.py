@@ -1,0 +1,1 @@
+"""Small composable losses: import them from their modules."""

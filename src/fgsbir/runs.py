@@ -1,0 +1,143 @@
+"""Run folders: what a training command leaves behind, and how it picks up after a crash.
+
+A run folder holds ``model.safetensors`` (the selected weights), ``config.json`` (architecture,
+preprocessing, data and metrics), ``README.md`` (a short model card), ``metrics.jsonl`` (one JSON
+object per logged event) and ``resume.pt`` (everything needed to continue training exactly where
+it stopped). Every file is written atomically, so a kill never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from fgsbir.errors import FgsbirError
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+METRICS_FILE = "metrics.jsonl"
+RESUME_FILE = "resume.pt"
+
+
+class RunError(FgsbirError):
+    """A run folder that is missing or incomplete."""
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class MetricsLog:
+    """Appends one JSON object per call to a ``metrics.jsonl`` file (with a wall-clock ``time``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, **record: Any) -> dict[str, Any]:
+        record = {"time": round(time.time(), 3), **record}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
+
+    def read(self) -> list[dict[str, Any]]:
+        return read_metrics(self.path)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after ``step``: a resumed run re-logs them, so none is doubled."""
+        kept = [r for r in self.read() if r.get("step", -1) <= step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        _atomic_write(self.path, lambda p: p.write_text(text))
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_model(
+    run_dir: str | Path,
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    card: str = "",
+) -> None:
+    """Write the selected weights, the configuration (with metrics) and the model card."""
+    run_dir = Path(run_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(run_dir / MODEL_FILE, lambda p: save_file(state, str(p)))
+    payload = {**config, "metrics": metrics or {}}
+    _atomic_write(run_dir / CONFIG_FILE, lambda p: p.write_text(json.dumps(payload, indent=2)))
+    if card:
+        _atomic_write(run_dir / CARD_FILE, lambda p: p.write_text(card))
+
+
+def load_model_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(run_dir) / MODEL_FILE
+    if not path.exists():
+        raise RunError(f"{run_dir}: not a trained run folder (no {MODEL_FILE})")
+    return load_file(str(path))
+
+
+def load_run_config(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise RunError(f"{run_dir}: not a trained run folder (no {CONFIG_FILE})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: corrupt config: {exc}") from exc
+
+
+def save_resume_state(run_dir: str | Path, state: dict[str, Any]) -> None:
+    """Atomically save a training state (model, optimiser, schedule, epoch, RNG states...)."""
+    _atomic_write(Path(run_dir) / RESUME_FILE, lambda p: torch.save(state, p))
+
+
+def load_resume_state(run_dir: str | Path) -> dict[str, Any] | None:
+    """The state saved by :func:`save_resume_state`, or ``None`` when the run starts afresh."""
+    path = Path(run_dir) / RESUME_FILE
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of every random generator training touches (Python, NumPy, torch, CUDA)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

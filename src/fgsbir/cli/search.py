@@ -1,0 +1,104 @@
+"""``fgsbir index``, ``fgsbir search`` and ``fgsbir serve``: a photo gallery searched by sketch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fgsbir.index import INDEX_KINDS, build_index, open_index
+from fgsbir.models.embedding import load_embedder
+from fgsbir.sketch.io import load_sketch
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser(
+        "index",
+        help="embed a folder of photos into a searchable index",
+        description="Embed every photo under PHOTO_DIR with the model of RUN_DIR. An existing "
+        "INDEX_DIR gets only the photos it does not hold yet (so this also resumes an "
+        "interrupted run); it must have been made by the same model.",
+    )
+    index.add_argument("run_dir", metavar="RUN_DIR", help="run folder of a trained model")
+    index.add_argument("photo_dir", metavar="PHOTO_DIR", help="folder of photos (recursive)")
+    index.add_argument("--out", required=True, metavar="INDEX_DIR", help="index folder")
+    index.add_argument(
+        "--kind",
+        choices=INDEX_KINDS,
+        default="exact",
+        help="exact search (default), or an approximate faiss index for large galleries",
+    )
+    index.add_argument("--batch-size", type=int, default=32, help="photos per forward pass")
+    index.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")
+    index.add_argument(
+        "--on-error",
+        choices=["raise", "warn"],
+        default="raise",
+        help="stop at an unreadable photo (default) or skip it with a warning",
+    )
+    index.set_defaults(func=run_index)
+
+    search = subparsers.add_parser("search", help="rank the photos of an index by a sketch")
+    search.add_argument("index_dir", metavar="INDEX_DIR")
+    search.add_argument("sketch", metavar="SKETCH", help="an SVG, stroke JSON or PNG drawing")
+    search.add_argument("-k", type=int, default=10, help="how many photos (default 10)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _model_options(search)
+    search.set_defaults(func=run_search)
+
+    serve = subparsers.add_parser("serve", help="serve the drawing page for an index")
+    serve.add_argument("index_dir", metavar="INDEX_DIR")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for embedding sketches (default: PyTorch's; 1 is best on busy cores)",
+    )
+    _model_options(serve)
+    serve.set_defaults(func=run_serve)
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", metavar="RUN_DIR", help="the model's run folder, if it moved since indexing"
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")
+
+
+def run_index(args: argparse.Namespace) -> None:
+    embedder = load_embedder(args.run_dir, args.device)
+    index = build_index(
+        embedder,
+        args.photo_dir,
+        args.out,
+        kind=args.kind,
+        batch_size=args.batch_size,
+        run_dir=args.run_dir,
+        on_error=args.on_error,
+    )
+    print(f"{args.out}: {len(index)} photos, {index.kind} index, model {index.model_identity}")
+
+
+def run_search(args: argparse.Namespace) -> None:
+    index, embedder = open_index(args.index_dir, run_dir=args.run, device=args.device)
+    query = embedder.embed_sketches([load_sketch(args.sketch)])[0]
+    results = index.search(query, args.k)
+    if args.json:
+        rows = [{"rank": r.rank, "photo": str(r.photo), "score": r.score} for r in results]
+        print(json.dumps({"results": rows}, indent=2))
+        return
+    for r in results:
+        print(f"{r.rank:>4}  {r.score:7.4f}  {r.photo}")
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from fgsbir.web.app import serve  # FastAPI and uvicorn only when serving
+
+    serve(
+        args.index_dir,
+        args.host,
+        args.port,
+        run_dir=args.run,
+        device=args.device,
+        threads=args.threads,
+    )

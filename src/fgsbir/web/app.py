@@ -1,0 +1,256 @@
+"""The search web app: a page to draw on, and a JSON API that ranks gallery photos by a sketch.
+
+* ``GET /``: the drawing page (``static/``: plain HTML, CSS and JavaScript, no external resources);
+* ``POST /api/search``: ``{"strokes": [[[x, y], ...], ...], "k": 10, "width": W, "height": H}``
+  -> ``{"results": [{"rank", "photo", "url", "score", "name"}, ...], "took_ms": T}``;
+* ``GET /api/health``: the gallery size, index kind and model identity;
+* ``GET /photos/{id}``: a gallery photo by its row in the index; nothing else on disk is served.
+
+Malformed requests get a 4xx JSON ``{"error": message}`` (with ``details`` for validation errors):
+400 for unparsable JSON, 413 for bodies over :data:`MAX_BODY_BYTES`, 422 for anything that
+parses but breaks the schema or limits.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from fgsbir.errors import FgsbirError
+from fgsbir.index import Embedder, GalleryIndex, index_info, open_index
+from fgsbir.sketch.strokes import Sketch
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 1_000_000
+MAX_STROKES = 300
+MAX_POINTS = 30_000
+MAX_K = 100
+MAX_CANVAS = 10_000.0
+
+Coordinate = Annotated[float, Field(ge=-MAX_CANVAS, le=2 * MAX_CANVAS)]
+Stroke = Annotated[list[tuple[Coordinate, Coordinate]], Field(min_length=1)]
+
+
+class SearchRequest(BaseModel):
+    """A sketch as strokes of absolute ``[x, y]`` points on a ``width x height`` canvas."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    strokes: list[Stroke] = Field(min_length=1, max_length=MAX_STROKES)
+    k: int = Field(10, ge=1, le=MAX_K)
+    width: float = Field(256.0, gt=0, le=MAX_CANVAS)
+    height: float = Field(256.0, gt=0, le=MAX_CANVAS)
+
+    @model_validator(mode="after")
+    def _limit_points(self) -> SearchRequest:
+        total = sum(len(stroke) for stroke in self.strokes)
+        if total > MAX_POINTS:
+            raise ValueError(f"{total} points in all; at most {MAX_POINTS} are accepted")
+        return self
+
+    def sketch(self) -> Sketch:
+        return Sketch.from_strokes([np.array(s) for s in self.strokes], self.width, self.height)
+
+
+class SearchResultOut(BaseModel):
+    rank: int
+    photo: int
+    url: str
+    score: float
+    name: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResultOut]
+    took_ms: float
+
+
+class SketchBatcher:
+    """Answers the searches of concurrent requests together.
+
+    Each request thread queues its query; whichever thread holds the model then embeds and
+    searches everything queued (up to ``max_batch``) in one batch and hands every thread its
+    answer. One request alone is answered at once; under load the CPU runs a few large batches
+    instead of many single sketches competing for the same cores.
+    """
+
+    def __init__(self, index: GalleryIndex, embedder: Embedder, max_batch: int = 16) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self._queue: list[tuple[SearchRequest, Future[list[tuple[int, float]]]]] = []
+        self._queue_lock = threading.Lock()
+        self._model_lock = threading.Lock()
+
+    def search(self, query: SearchRequest) -> list[tuple[int, float]]:
+        """``(row, score)`` of the ``query.k`` best photos for one request."""
+        answer: Future[list[tuple[int, float]]] = Future()
+        with self._queue_lock:
+            self._queue.append((query, answer))
+        while not answer.done():
+            with self._model_lock:
+                with self._queue_lock:
+                    batch = self._queue[: self.max_batch]
+                    del self._queue[: self.max_batch]
+                if batch:
+                    self._run(batch)
+        return answer.result()
+
+    def _run(self, batch: list[tuple[SearchRequest, Future[list[tuple[int, float]]]]]) -> None:
+        try:
+            embeddings = self.embedder.embed_sketches([query.sketch() for query, _ in batch])
+            found = self.index.top(embeddings, max(query.k for query, _ in batch))
+        except Exception as err:  # goes to the request it belongs to
+            if len(batch) == 1:
+                batch[0][1].set_exception(err)
+            else:  # one bad sketch must not fail the others
+                for item in batch:
+                    self._run([item])
+            return
+        for (query, answer), rows in zip(batch, found, strict=True):
+            answer.set_result(rows[: query.k])
+
+
+def _error(status: int, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+    content: dict[str, Any] = {"error": message}
+    if details is not None:
+        content["details"] = details
+    return JSONResponse(content, status_code=status)
+
+
+def _validation_details(err: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    """Location and message of each problem (not the offending input, which may be huge)."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refusing (413) anything over :data:`MAX_BODY_BYTES` without reading it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+_SEARCH_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SearchRequest.model_json_schema()}},
+    }
+}
+
+
+def create_app(
+    index_dir: str | Path,
+    embedder: Embedder | None = None,
+    run_dir: str | Path | None = None,
+    device: str | None = None,
+) -> FastAPI:
+    """The app serving the index in ``index_dir``.
+
+    Sketches are embedded with ``embedder`` if given, else with the model of ``run_dir`` (default:
+    the run folder the index was built with); the model must be the one that made the index.
+    """
+    index, embedder = open_index(index_dir, embedder, run_dir, device)
+    index.prepare()
+    batcher = SketchBatcher(index, embedder)
+
+    app = FastAPI(title="fgsbir search", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.index = index
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "invalid request", _validation_details(exc))
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        info = index_info(index)
+        return {"status": "ok", **{key: info[key] for key in ("photos", "kind", "dim", "model")}}
+
+    def run_search(query: SearchRequest) -> SearchResponse:
+        start = time.perf_counter()
+        found = batcher.search(query)
+        results = [
+            SearchResultOut(
+                rank=rank, photo=i, url=f"/photos/{i}", score=score, name=index.photos[i].name
+            )
+            for rank, (i, score) in enumerate(found, start=1)
+        ]
+        return SearchResponse(results=results, took_ms=1000 * (time.perf_counter() - start))
+
+    @app.post("/api/search", response_model=SearchResponse, openapi_extra=_SEARCH_BODY_SCHEMA)
+    async def search(request: Request) -> SearchResponse | JSONResponse:
+        body = await _read_body(request)
+        try:
+            query = SearchRequest.model_validate_json(body)
+        except ValidationError as err:
+            if any(e["type"] == "json_invalid" for e in err.errors()):
+                return _error(400, "request body is not valid JSON")
+            return _error(422, "invalid search request", _validation_details(err))
+        try:
+            return await run_in_threadpool(run_search, query)
+        except FgsbirError as err:  # e.g. a sketch the model cannot embed
+            return _error(422, str(err))
+
+    @app.get("/photos/{photo_id}")
+    def photo(photo_id: int) -> FileResponse:
+        if not 0 <= photo_id < len(index):
+            raise HTTPException(404, f"no photo {photo_id} in this gallery")
+        path = index.photos[photo_id]
+        if not path.is_file():
+            raise HTTPException(404, f"photo {photo_id} is no longer on disk")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        headers = {"Cache-Control": "public, max-age=3600"}
+        return FileResponse(path, media_type=media_type, headers=headers)
+
+    return app
+
+
+def serve(
+    index_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    run_dir: str | Path | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> None:
+    """Serve the search page for ``index_dir`` until interrupted (Ctrl+C).
+
+    ``threads`` sets PyTorch's CPU threads for embedding sketches. On a machine whose cores are
+    busy with other work, 1 is much faster than several: each operation of a multi-threaded
+    forward pass waits for its slowest thread, which the OS may have paused.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    app = create_app(index_dir, run_dir=run_dir, device=device)
+    index: GalleryIndex = app.state.index
+    print(f"fgsbir: serving {len(index)} photos at http://{host}:{port}/ (Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

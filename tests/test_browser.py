@@ -1,0 +1,160 @@
+"""The drawing page in a real headless Chromium: draw with the mouse, see ranked photos update.
+
+Needs Debian's ``chromium`` package (``apt-get install -y chromium``) and the Playwright Python
+package; Playwright never downloads a browser here, it drives ``/usr/bin/chromium``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from search_helpers import FakeEmbedder
+
+from fgsbir.data.synthetic import PICKLE_NAME, ensure_synthetic
+from fgsbir.index import GalleryIndex, build_index
+from fgsbir.sketch.io import read_qmul_pickle
+from fgsbir.sketch.strokes import Sketch
+from fgsbir.web.app import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOT_COPY = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+K = 12
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium`",
+        allow_module_level=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def shoes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sketch, str]:
+    """An index of synthetic shoe photos and a sketch whose own photo the fake model ranks first."""
+    root = ensure_synthetic(tmp_path_factory.mktemp("shoes") / "data", n_photos=24)
+    embedder = FakeEmbedder()
+    index = build_index(embedder, root / "photo", root.parent / "idx", progress=False)
+    for key, sketch in sorted(read_qmul_pickle(root / PICKLE_NAME).items()):
+        photo = key.split("/")[-1].rsplit("_", 1)[0]
+        if index.search(embedder.embed_sketches([sketch])[0], k=1)[0].photo.stem == photo:
+            return root.parent / "idx", sketch, photo
+    pytest.fail("no synthetic sketch is ranked first by the fake embedder")
+
+
+@pytest.fixture(scope="module")
+def server(shoes: tuple[Path, Sketch, str]) -> Iterator[str]:
+    app = create_app(shoes[0], embedder=FakeEmbedder())
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            pytest.fail("the server did not start")
+        threading.Event().wait(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(server: str) -> Iterator[sync_api.Page]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        page.goto(server)
+        yield page
+        browser.close()
+
+
+def _draw(page: sync_api.Page, stroke: np.ndarray, sketch: Sketch) -> dict:
+    """Draw one stroke with the mouse; return the search request it triggered and its answer."""
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    xy = stroke / [sketch.width, sketch.height] * [box["width"], box["height"]]
+    xy += [box["x"], box["y"]]
+    with page.expect_response("**/api/search") as response:
+        page.mouse.move(*xy[0])
+        page.mouse.down()
+        for x, y in xy[1:]:
+            page.mouse.move(x, y)
+        page.mouse.up()
+    return {"request": response.value.request.post_data_json, "answer": response.value.json()}
+
+
+def _shown(page: sync_api.Page) -> list[tuple[int, int]]:
+    cards = page.locator("#results .card")
+    return [
+        (
+            int(cards.nth(i).get_attribute("data-rank")),
+            int(cards.nth(i).get_attribute("data-photo")),
+        )
+        for i in range(cards.count())
+    ]
+
+
+def test_drawing_on_the_page_ranks_the_gallery_after_every_stroke(
+    page: sync_api.Page, shoes: tuple[Path, Sketch, str], tmp_path: Path
+) -> None:
+    index_dir, sketch, photo = shoes
+    index = GalleryIndex.load(index_dir)
+    sync_api.expect(page.locator("#gallery-info")).to_contain_text(f"{len(index)} photos")
+    assert page.locator("#results .card").count() == 0
+
+    exchanges = []
+    for n, stroke in enumerate(sketch.strokes, start=1):
+        exchanges.append(_draw(page, stroke, sketch))
+        assert len(exchanges[-1]["request"]["strokes"]) == n  # one search per stroke, whole sketch
+        expected = [(r["rank"], r["photo"]) for r in exchanges[-1]["answer"]["results"]]
+        page.wait_for_function(
+            "n => document.querySelectorAll('#results .card').length === n", arg=len(expected)
+        )
+        assert _shown(page) == expected
+
+    # what the page shows is the index's ranking of the strokes the page sent
+    last = exchanges[-1]["request"]
+    sent = Sketch.from_strokes(
+        [np.array(s) for s in last["strokes"]], last["width"], last["height"]
+    )
+    truth = index.search(FakeEmbedder().embed_sketches([sent])[0], k=K)
+    shown = _shown(page)
+    assert [rank for rank, _ in shown] == list(range(1, K + 1))
+    assert [index.photos[i] for _, i in shown] == [r.photo for r in truth]
+    assert index.photos[shown[0][1]].stem == photo  # the drawn shoe comes first
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)"
+    )
+    sync_api.expect(page.locator("#status")).to_contain_text(f"{len(sketch.strokes)} strokes")
+
+    page.screenshot(path=tmp_path / "search.png", full_page=True)
+    SCREENSHOT_COPY.parent.mkdir(exist_ok=True)
+    shutil.copyfile(tmp_path / "search.png", SCREENSHOT_COPY)
+
+    with page.expect_response("**/api/search") as response:
+        page.click("#undo")
+    assert len(response.value.request.post_data_json["strokes"]) == len(sketch.strokes) - 1
+    page.click("#clear")
+    sync_api.expect(page.locator("#results .card")).to_have_count(0)
+    sync_api.expect(page.locator("#empty")).to_be_visible()
+    assert page.locator("#undo").is_disabled()

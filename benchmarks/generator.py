@@ -1,0 +1,183 @@
+"""Generator benchmark: held-out NLL, faithfulness of generated sketches, and drawing speed.
+
+For each data set (``sketchy-subset``: real vector pairs; ``qmul-shoe-v1``: traced raster
+sketches), on its held-out test photos:
+
+* ``nll``: per-point negative log-likelihood of the real test sketches (offsets in units of the
+  run's scale factor, pen states with the end included; ``z`` = the posterior mean);
+* ``faithful``: a supervised retrieval model is queried with the *generated* sketch of every test
+  photo against all test photos; ``acc@1``/``acc@10`` beside ``chance`` (``1/n``, ``10/n``) and
+  beside the same model queried with the real test sketches. Greedy decoding, and sampling at
+  temperature 0.3 (mean of 3 draws);
+* ``speed``: sketches per second drawing 256 photos in batches of 64 (photos already decoded;
+  preprocessing, encoder, decoder and conversion to ``Sketch`` included), greedy and sampled.
+
+The generator and retrieval runs come from ``--generator NAME=RUN_DIR`` / ``--retrieval
+NAME=RUN_DIR``; a missing one is trained (time-boxed) into ``runs/bench-*-NAME`` with the settings
+below, or resumed there. A grid of test photos with their generated and real sketches is written to
+``benchmarks/results/generator_NAME.png``.
+
+Run ``python benchmarks/generator.py`` (``--quick`` for a smoke run that is not recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
+
+from fgsbir.data.dataset import load_dataset
+from fgsbir.data.photos import load_photo
+from fgsbir.evaluate import evaluate_split, retrieval_metrics
+from fgsbir.models.embedding import Embedder, load_embedder
+from fgsbir.train.generator import (
+    GeneratorArch,
+    GeneratorConfig,
+    TrainedGenerator,
+    load_generator,
+    train_generator,
+    write_generated_grid,
+)
+from fgsbir.train.supervised import TrainConfig, train
+
+DATASETS = ("sketchy-subset", "qmul-shoe-v1")
+TEMPERATURE = 0.3
+DRAWS = 3
+SPEED_PHOTOS = 256
+SPEED_BATCH = 64
+
+
+def generator_config(name: str, quick: bool) -> GeneratorConfig:
+    """The benchmark's generator: hidden 256, 160 px, frozen ImageNet EfficientNet-Lite0."""
+    return GeneratorConfig(
+        data=str(SHARED_DATA / name),
+        out=str(ROOT / "runs" / f"bench-generator-{name}{'-quick' if quick else ''}"),
+        model=GeneratorArch(hidden=256),
+        epochs=1 if quick else 80,
+        threads=1,
+        time_budget_s=60 if quick else 1500,
+    )
+
+
+def retrieval_config(name: str, quick: bool) -> TrainConfig:
+    return TrainConfig(
+        data=str(SHARED_DATA / name),
+        out=str(ROOT / "runs" / f"bench-retrieval-{name}{'-quick' if quick else ''}"),
+        epochs=1 if quick else 30,
+        time_budget_s=60 if quick else 1500,
+    )
+
+
+def faithfulness(
+    generator: TrainedGenerator, embedder: Embedder, photos: list[Any], photo_emb: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """acc@1/acc@10/mean rank of generated sketches retrieving their own photo."""
+    truth = np.arange(len(photos))
+    results = {}
+    for label, temperature, draws in (
+        ("greedy", 0.0, 1),
+        (f"T={TEMPERATURE:g}", TEMPERATURE, DRAWS),
+    ):
+        runs = []
+        torch.manual_seed(0)
+        for _ in range(draws):
+            sketches = generator.draw(photos, temperature)
+            metrics = retrieval_metrics(embedder.embed_sketches(sketches), photo_emb, truth)
+            runs.append(metrics)
+        results[label] = {
+            key: round(float(np.mean([m[key] for m in runs])), 4)
+            for key in ("acc@1", "acc@10", "mean_rank")
+        }
+        results[label]["empty_sketches"] = sum(s.is_empty for s in sketches)
+    return results
+
+
+def speed(generator: TrainedGenerator, photos: list[Any]) -> dict[str, float]:
+    """Sketches per second drawing ``SPEED_PHOTOS`` decoded photos in batches."""
+    pool = [photos[i % len(photos)] for i in range(SPEED_PHOTOS)]
+    result = {}
+    for label, temperature in (("greedy", 0.0), ("T=1", 1.0)):
+        began = time.perf_counter()
+        generator.draw(pool, temperature, batch_size=SPEED_BATCH)
+        result[f"{label}_sketches_per_s"] = round(SPEED_PHOTOS / (time.perf_counter() - began), 1)
+    result["batch_size"] = SPEED_BATCH
+    return result
+
+
+def benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    if name in args.generator:
+        gen_dir = Path(args.generator[name])
+    else:  # train, resume, or (when finished) just re-score the benchmark's own run
+        gen_config = generator_config(name, args.quick)
+        train_generator(gen_config)
+        gen_dir = Path(gen_config.out)
+    if name in args.retrieval:
+        ret_dir = Path(args.retrieval[name])
+    else:
+        ret_config = retrieval_config(name, args.quick)
+        train(ret_config)
+        ret_dir = Path(ret_config.out)
+
+    generator = load_generator(gen_dir, "cpu")
+    embedder = load_embedder(ret_dir, "cpu")
+    test = load_dataset(SHARED_DATA / name).test
+    photos = [load_photo(p) for p in test.photos]
+    real, _, photo_emb = evaluate_split(embedder, test)
+    n = len(photos)
+    result: dict[str, Any] = {
+        "generator_run": str(gen_dir),
+        "retrieval_run": str(ret_dir),
+        "test_photos": n,
+        "nll": generator.nll(test),
+        "faithful": faithfulness(generator, embedder, photos, photo_emb),
+        "real_sketches": {k: round(float(real[k]), 4) for k in ("acc@1", "acc@10", "mean_rank")},
+        "chance": {"acc@1": round(1 / n, 4), "acc@10": round(min(10, n) / n, 4)},
+        "speed": speed(generator, photos),
+    }
+    for scores in result["faithful"].values():
+        scores["x_chance@1"] = round(scores["acc@1"] / result["chance"]["acc@1"], 2)
+        scores["of_real@1"] = round(scores["acc@1"] / max(real["acc@1"], 1e-9), 3)
+    grid = RESULTS_DIR / f"generator_{name}.png"
+    write_generated_grid(generator, test, grid, rows=8)
+    result["grid"] = str(grid.relative_to(ROOT))
+    return result
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    pairs = dict(item.split("=", 1) for item in items)
+    unknown = set(pairs) - set(DATASETS)
+    if unknown:
+        raise SystemExit(f"unknown data set(s) {sorted(unknown)}; known: {', '.join(DATASETS)}")
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one-epoch runs, nothing recorded")
+    parser.add_argument("--generator", action="append", default=[], metavar="NAME=RUN_DIR")
+    parser.add_argument("--retrieval", action="append", default=[], metavar="NAME=RUN_DIR")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    args = parser.parse_args()
+    args.generator, args.retrieval = _pairs(args.generator), _pairs(args.retrieval)
+    torch.set_num_threads(1)  # the machine's two cores are shared; one thread is faster here
+    if not SHARED_DATA.is_dir():
+        raise SystemExit(f"{SHARED_DATA}: shared data not found")
+    results: dict[str, Any] = {"settings": {"temperature": TEMPERATURE, "draws": DRAWS}}
+    for name in args.datasets:
+        results[name] = benchmark(name, args)
+        print(name, results[name], flush=True)
+    if not args.quick:
+        command = "python benchmarks/generator.py " + " ".join(sys.argv[1:])
+        record("generator", results, command.strip())
+
+
+if __name__ == "__main__":
+    main()

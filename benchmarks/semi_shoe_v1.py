@@ -1,0 +1,255 @@
+"""Does joint training with unlabelled photos beat supervised training at equal training time?
+
+For each labelled fraction (and seed) a supervised run and a semi-supervised run get the same
+``--budget-s``; the semi-supervised run spends it on its start runs (supervised retrieval and
+generator on the labelled pairs) and on joint training. The ablation, at the smallest fraction,
+reuses the full semi run's start runs and gives each variant (one part switched off) the joint
+time the full run had. Generator faithfulness (issue 3's ``faithful_acc@K``: the greedy generated
+sketch of each test photo queries all test photos) is judged before and after joint training by
+one fixed model, the supervised run at the largest fraction. Test metrics are only reported:
+every model choice is made on the validation split.
+
+``--data shoe-v1``: labelled ``../shared/data/qmul-shoe-v1`` (train), unlabelled
+``../shared/data/shoev2-photos`` plus the training photos whose sketches were dropped, test = the
+Shoe-V1 test split; results ``semi_shoe_v1``. ``--data synthetic``: the built-in data set, with
+200 other synthetic shoe photos as the unlabelled folder; results ``semi_synthetic``.
+
+Finished runs are cached (``results.json`` in the runs folder), so the table can be filled in over
+several invocations (e.g. ``--fractions 0.25`` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import ROOT, SHARED_DATA, record
+
+from fgsbir.data.dataset import load_dataset
+from fgsbir.data.synthetic import ensure_synthetic
+from fgsbir.models.embedding import load_embedder
+from fgsbir.models.generator import GeneratorArch
+from fgsbir.train.generator import GeneratorConfig, load_generator
+from fgsbir.train.semi import SemiConfig, generator_faithfulness, train_semi
+from fgsbir.train.supervised import TrainConfig, train
+
+ABLATIONS = {
+    "no_disc_weighting": {"disc_weighting": False},
+    "no_distillation": {"distillation": False},
+    "no_policy_gradient": {"policy_gradient": False},
+    "generator_frozen": {"generator_frozen": True},
+}
+METRICS = ("acc@1", "acc@10", "mrr")
+
+
+def data_setup(name: str) -> tuple[str, list[str], str]:
+    """``(data, unlabelled folders, record name)`` of a benchmark data set."""
+    if name == "shoe-v1":
+        data, pool = SHARED_DATA / "qmul-shoe-v1", SHARED_DATA / "shoev2-photos"
+        if not data.is_dir() or not pool.is_dir():
+            raise SystemExit(f"needs {data} and {pool} (see ../shared/data/README.md)")
+        return str(data), [str(pool)], "semi_shoe_v1"
+    pool = ensure_synthetic(n_photos=200, sketches_per_photo=1, seed=1) / "photo"
+    return "synthetic", [str(pool)], "semi_synthetic"
+
+
+def retrieval_config(
+    args: argparse.Namespace, data: str, fraction: float, seed: int
+) -> TrainConfig:
+    """The supervised settings, for the baseline and for the semi run's start run alike; the
+    epoch count only shapes the learning-rate schedule, the budget ends training."""
+    return TrainConfig(
+        data=data, labelled_fraction=fraction, seed=seed, image_size=args.image_size,
+        epochs=args.epochs,
+    )  # fmt: skip
+
+
+def semi_config(
+    args: argparse.Namespace, data: str, unlabelled: list[str], fraction: float, seed: int,
+    out: Path, **changes: Any,
+) -> SemiConfig:  # fmt: skip
+    return SemiConfig(
+        data=data, out=str(out), unlabelled=unlabelled, labelled_fraction=fraction, seed=seed,
+        supervised=retrieval_config(args, data, fraction, seed),
+        generator=GeneratorConfig(model=GeneratorArch(hidden=args.generator_hidden),
+                                  epochs=args.epochs),
+        epochs=args.epochs, time_budget_s=args.budget_s, **changes,
+    )  # fmt: skip
+
+
+def scores(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one run worth keeping."""
+    kept = {key: round(result["test"][key], 4) for key in METRICS}
+    kept["val_acc@1"] = round(result["val"]["acc@1"], 4)
+    kept["best_epoch"] = result["best_epoch"]
+    kept["epochs_trained"] = result["epochs_trained"]
+    for key in ("steps", "joint_s", "skipped_generator_steps"):
+        if key in result:
+            kept[key] = result[key]
+    if "start" in result:
+        kept["start_s"] = round(result["start"]["retrieval_s"] + result["start"]["generator_s"], 1)
+    return kept
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean (and, over several seeds, the spread and each seed's value) of the test metrics."""
+    out: dict[str, Any] = {}
+    for key in METRICS:
+        values = [r[key] for r in runs]
+        out[key] = round(float(np.mean(values)), 4)
+        if len(values) > 1:
+            out[f"{key}_std"] = round(float(np.std(values, ddof=1)), 4)
+    out["runs"] = runs
+    return out
+
+
+class Cache:
+    """Finished runs' scores, so a later invocation does not train them again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "results.json"
+        self.items: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.used: list[str] = []
+
+    def total_s(self) -> float:
+        """Seconds the results used by this invocation took to compute, all together."""
+        return round(sum(self.items[key]["wall_s"] for key in set(self.used)), 1)
+
+    def get(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The cached result of ``key``, else ``compute()`` with its ``wall_s`` added."""
+        self.used.append(key)
+        if key not in self.items:
+            began = time.monotonic()
+            self.items[key] = {**compute(), "wall_s": round(time.monotonic() - began, 1)}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.items, indent=1))
+        return self.items[key]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=["shoe-v1", "synthetic"], default="shoe-v1")
+    parser.add_argument("--budget-s", type=float, default=None, help="per run (default: 3600 "
+                        "for shoe-v1, 240 for synthetic)")  # fmt: skip
+    parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.5, 0.25])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS))
+    parser.add_argument("--image-size", type=int, default=None, help="default 160 / 96")
+    parser.add_argument("--generator-hidden", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=1000, help="upper bound (budget ends runs)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--note", default="", help="recorded with the results")
+    args = parser.parse_args()
+    shoe = args.data == "shoe-v1"
+    args.budget_s = args.budget_s or (3600.0 if shoe else 240.0)
+    args.image_size = args.image_size or (160 if shoe else 96)
+    torch.set_num_threads(args.threads)
+
+    began = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    data, unlabelled, name = data_setup(args.data)
+    runs = ROOT / "runs" / f"bench-{name}-b{args.budget_s:g}-s{args.image_size}"
+    cache = Cache(runs)
+    fractions = sorted(set(args.fractions), reverse=True)
+    table: dict[str, Any] = {}
+    semi_runs: dict[tuple[float, int], Path] = {}
+    for fraction in fractions:
+        per_method: dict[str, list[dict[str, Any]]] = {"supervised": [], "semi": []}
+        for seed in args.seeds:
+            tag = f"f{fraction:g}-s{seed}"
+            supervised_out = runs / tag / "supervised"
+
+            def supervised(out: Path = supervised_out, f: float = fraction, s: int = seed) -> dict:
+                config = retrieval_config(args, data, f, s)
+                return scores(train(replace(config, out=str(out), time_budget_s=args.budget_s)))
+
+            semi_out = runs / tag / "semi"
+
+            def semi(out: Path = semi_out, f: float = fraction, s: int = seed) -> dict:
+                return scores(train_semi(semi_config(args, data, unlabelled, f, s, out)))
+
+            per_method["supervised"].append(cache.get(f"{tag}/supervised", supervised))
+            per_method["semi"].append(cache.get(f"{tag}/semi", semi))
+            semi_runs[(fraction, seed)] = semi_out
+        table[f"{fraction:g}"] = {method: summary(r) for method, r in per_method.items()}
+
+    smallest, seed = fractions[-1], args.seeds[0]
+    full = runs / f"f{smallest:g}-s{seed}" / "semi"
+    full_scores = cache.items[f"f{smallest:g}-s{seed}/semi"]
+    ablation: dict[str, Any] = {"fraction": smallest, "seed": seed, "full": full_scores}
+    for variant in args.ablations:
+        out = runs / f"f{smallest:g}-s{seed}" / f"ablation-{variant}"
+
+        def ablate(out: Path = out, variant: str = variant) -> dict:
+            config = semi_config(
+                args, data, unlabelled, smallest, seed, out,
+                retrieval_run=str(full / "start_retrieval"),
+                generator_run=str(full / "start_generator"),
+                **ABLATIONS[variant],
+            )  # fmt: skip
+            joint_budget = args.budget_s - full_scores["start_s"]
+            return scores(train_semi(replace(config, time_budget_s=joint_budget)))
+
+        ablation[variant] = cache.get(f"f{smallest:g}-s{seed}/ablation-{variant}", ablate)
+
+    judge_dir = runs / f"f{fractions[0]:g}-s{seed}" / "supervised"
+    judge = load_embedder(judge_dir)
+    test = load_dataset(data).test
+    faithfulness: dict[str, Any] = {"judge": str(judge_dir.relative_to(ROOT)), "temperature": 0}
+    for (fraction, run_seed), folder in semi_runs.items():
+        if run_seed != seed:
+            continue
+
+        def faithful(folder: Path = folder) -> dict:
+            result: dict[str, Any] = {}
+            for when, generator_dir in (("before", "start_generator"), ("after", "generator")):
+                found = generator_faithfulness(load_generator(folder / generator_dir), judge, test)
+                result[when] = {k: round(found["generated"][k], 4) for k in METRICS}
+            result["real_sketches"] = {k: round(found["real"][k], 4) for k in METRICS}
+            result["chance"] = found["chance"]
+            return result
+
+        key = f"f{fraction:g}-s{seed}/faithfulness-judged-by-f{fractions[0]:g}"
+        faithfulness[f"{fraction:g}"] = cache.get(key, faithful)
+
+    results = {
+        "data": args.data,
+        "budget_s_per_run": args.budget_s,
+        "settings": {
+            "image_size": args.image_size,
+            "generator_hidden": args.generator_hidden,
+            "seeds": args.seeds,
+            "semi_defaults": {
+                k: v
+                for k, v in asdict(SemiConfig()).items()
+                if not isinstance(v, dict) and k not in ("data", "out", "unlabelled")
+            },
+            "threads": args.threads,
+        },
+        "fractions": table,
+        "ablation": ablation,
+        "faithfulness": faithfulness,
+        "load_average": {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]},
+        "note": args.note,
+        "wall_s": cache.total_s(),  # all the runs above, including earlier invocations' ones
+        "invocation_wall_s": round(time.monotonic() - began, 1),
+    }
+    command = "python benchmarks/semi_shoe_v1.py " + shlex.join(sys.argv[1:])
+    print(json.dumps(results, indent=2))
+    record(name, results, command.strip())
+
+
+if __name__ == "__main__":
+    main()

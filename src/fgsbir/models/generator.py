@@ -1,0 +1,217 @@
+"""The photo-to-sketch generator: a CNN looks at a photo, an attentive LSTM draws it in stroke-5.
+
+Encoder: an ImageNet-initialised timm backbone gives a spatial feature map; a 1x1 convolution
+projects it to ``feature_dim`` channels (the attention's values), and its max-pooled raw features
+give the mean and log-variance of a Gaussian latent ``z``. Decoder: an LSTM cell whose initial
+``(h, c)`` is ``tanh(linear(z))``; at every step additive 2-D attention from the previous hidden
+state over the map's cells yields a context vector, the cell reads ``[context, previous stroke-5
+point]``, and a linear head predicts a :class:`~fgsbir.losses.sequence.StrokeMixture`.
+
+Offsets are in units of a data-set-wide scale factor (see :func:`samples_to_sketches`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fgsbir.losses.sequence import (
+    PEN_END,
+    StrokeMixture,
+    raw_output_size,
+    stroke_log_prob,
+)
+from fgsbir.models.backbones import DEFAULT_BACKBONE, create_backbone, feature_dim
+from fgsbir.sketch.strokes import Sketch, stroke5_to_stroke3
+
+START_TOKEN = (0.0, 0.0, 1.0, 0.0, 0.0)
+"""The stroke-5 point fed to the decoder before the first real point."""
+
+
+@dataclass
+class GeneratorArch:
+    """Architecture of :class:`PhotoToSketch` (stored in the run's ``config.json``)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    image_size: int = 160
+    feature_dim: int = 256
+    attention_dim: int = 256
+    hidden: int = 512
+    z_dim: int = 128
+    components: int = 20
+    max_points: int = 100
+    """Longest sketch the decoder draws by default (training data is limited to it too)."""
+
+
+@dataclass
+class Encoding:
+    """What the decoder needs from one batch of photos."""
+
+    values: torch.Tensor  # (B, cells, feature_dim): attended features
+    keys: torch.Tensor  # (B, cells, attention_dim): their projection for the attention score
+    mu: torch.Tensor  # (B, z_dim)
+    log_var: torch.Tensor  # (B, z_dim)
+
+    def latent(self, noise_scale: float = 1.0) -> torch.Tensor:
+        """Reparameterised ``z = mu + noise_scale * sigma * eps`` (``noise_scale = 0``: ``mu``)."""
+        if noise_scale == 0:
+            return self.mu
+        return self.mu + noise_scale * torch.exp(0.5 * self.log_var) * torch.randn_like(self.mu)
+
+
+@dataclass
+class SampleResult:
+    """Sketches drawn by :meth:`PhotoToSketch.sample`.
+
+    ``strokes5 (B, max_len + 1, 5)``: one-hot pen states, rows from ``lengths[i]`` on are
+    ``[0, 0, 0, 0, 1]`` (so every sequence ends, even one cut at ``max_len``);
+    ``lengths (B,)``: points drawn before the end; ``log_prob (B,)``: log-probability of each
+    sequence under the distribution it was drawn from (the tempered one for ``temperature > 0``,
+    the model's own for greedy decoding), differentiable w.r.t. the model's parameters when
+    gradients are enabled -- what REINFORCE needs.
+    """
+
+    strokes5: torch.Tensor
+    lengths: torch.Tensor
+    log_prob: torch.Tensor
+
+
+class PhotoToSketch(nn.Module):
+    """Photo encoder + attentive LSTM decoder with a mixture-density head (see the module doc)."""
+
+    def __init__(self, arch: GeneratorArch | None = None, pretrained: bool = True) -> None:
+        super().__init__()
+        self.arch = arch = arch or GeneratorArch()
+        self.backbone = create_backbone(arch.backbone, pretrained=pretrained)
+        channels = feature_dim(self.backbone)
+        self.project = nn.Conv2d(channels, arch.feature_dim, kernel_size=1)
+        self.to_latent = nn.Linear(channels, 2 * arch.z_dim)
+        self.attention_keys = nn.Conv2d(
+            arch.feature_dim, arch.attention_dim, kernel_size=3, padding=1
+        )
+        self.attention_query = nn.Linear(arch.hidden, arch.attention_dim)
+        self.attention_score = nn.Linear(arch.attention_dim, 1)
+        self.initial_state = nn.Linear(arch.z_dim, 2 * arch.hidden)
+        self.cell = nn.LSTMCell(arch.feature_dim + 5, arch.hidden)
+        self.head = nn.Linear(arch.hidden, raw_output_size(arch.components))
+
+    def feature_map(self, photos: torch.Tensor) -> torch.Tensor:
+        """Spatial backbone features ``(B, C, h, w)`` of normalised ``(B, 3, H, W)`` images."""
+        return self.backbone.forward_features(photos)
+
+    def encode_map(self, feature_map: torch.Tensor) -> Encoding:
+        """Attention values/keys and the latent Gaussian from a backbone feature map."""
+        values = self.project(feature_map)
+        keys = self.attention_keys(values)
+        mu, log_var = self.to_latent(feature_map.amax(dim=(2, 3))).chunk(2, dim=-1)
+        return Encoding(
+            values=values.flatten(2).transpose(1, 2),
+            keys=keys.flatten(2).transpose(1, 2),
+            mu=mu,
+            log_var=log_var,
+        )
+
+    def encode(self, photos: torch.Tensor) -> Encoding:
+        return self.encode_map(self.feature_map(photos))
+
+    def _initial(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = torch.tanh(self.initial_state(z)).chunk(2, dim=-1)
+        return h.contiguous(), c.contiguous()
+
+    def _step(
+        self,
+        encoding: Encoding,
+        state: tuple[torch.Tensor, torch.Tensor],
+        previous: torch.Tensor,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One decoder step: attend from ``h``, advance the cell, return raw head output."""
+        h, _ = state
+        query = self.attention_query(h).unsqueeze(1)  # (B, 1, A)
+        scores = self.attention_score(torch.tanh(encoding.keys + query)).squeeze(-1)  # (B, cells)
+        weights = F.softmax(scores, dim=-1)
+        context = torch.bmm(weights.unsqueeze(1), encoding.values).squeeze(1)
+        h, c = self.cell(torch.cat([context, previous], dim=-1), state)
+        return self.head(h), (h, c)
+
+    def decode(self, encoding: Encoding, z: torch.Tensor, targets: torch.Tensor) -> StrokeMixture:
+        """Teacher-forced step distributions ``(B, T)`` for stroke-5 ``targets (B, T, 5)``."""
+        start = targets.new_tensor(START_TOKEN).expand(len(targets), 1, 5)
+        inputs = torch.cat([start, targets[:, :-1]], dim=1)
+        state = self._initial(z)
+        outputs = []
+        for t in range(targets.shape[1]):
+            raw, state = self._step(encoding, state, inputs[:, t])
+            outputs.append(raw)
+        return StrokeMixture.from_raw(torch.stack(outputs, dim=1), self.arch.components)
+
+    def forward(
+        self, encoding: Encoding, targets: torch.Tensor
+    ) -> tuple[StrokeMixture, torch.Tensor, torch.Tensor]:
+        """Training pass: ``(step distributions, mu, log_var)`` with ``z`` sampled from ``q``."""
+        return self.decode(encoding, encoding.latent(), targets), encoding.mu, encoding.log_var
+
+    def sample(
+        self,
+        photos: torch.Tensor | Encoding,
+        temperature: float = 1.0,
+        max_len: int | None = None,
+    ) -> SampleResult:
+        """Draw one sketch per photo (normalised photos or an :class:`Encoding`), batched.
+
+        ``temperature > 0`` samples from the tempered step distributions, with the latent noise
+        scaled by ``sqrt(temperature)`` too; ``temperature = 0`` is greedy decoding (``z = mu``,
+        the likeliest component's mean and pen state). Decoding stops when every sequence has
+        ended or after ``max_len`` points (default ``arch.max_points``).
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        encoding = photos if isinstance(photos, Encoding) else self.encode(photos)
+        max_len = self.arch.max_points if max_len is None else max_len
+        batch = len(encoding.mu)
+        device = encoding.mu.device
+        state = self._initial(encoding.latent(math.sqrt(temperature)))
+        previous = encoding.mu.new_tensor(START_TOKEN).expand(batch, 5)
+        strokes5 = encoding.mu.new_zeros(batch, max_len + 1, 5)
+        strokes5[..., 4] = 1.0
+        lengths = torch.full((batch,), max_len, dtype=torch.long, device=device)
+        log_prob = encoding.mu.new_zeros(batch)
+        active = torch.ones(batch, dtype=torch.bool, device=device)
+        for t in range(max_len):
+            raw, state = self._step(encoding, state, previous)
+            mixture = StrokeMixture.from_raw(raw, self.arch.components)
+            if temperature > 0:
+                mixture = mixture.tempered(temperature)
+                offsets, pen = mixture.sample()
+            else:
+                offsets, pen = mixture.mode()
+            log_prob = log_prob + torch.where(active, stroke_log_prob(mixture, offsets, pen), 0.0)
+            ended = pen == PEN_END
+            offsets = offsets.masked_fill(ended.unsqueeze(-1), 0.0)
+            previous = torch.cat([offsets, F.one_hot(pen, 3).to(offsets.dtype)], dim=-1)
+            strokes5[active, t] = previous[active]
+            lengths[active & ended] = t
+            active = active & ~ended
+            if not active.any():
+                break
+        return SampleResult(strokes5=strokes5, lengths=lengths, log_prob=log_prob)
+
+
+def samples_to_sketches(result: SampleResult, scale: float, canvas: float) -> list[Sketch]:
+    """Turn samples into :class:`Sketch` es on a ``canvas x canvas`` square.
+
+    Offsets are multiplied by the data set's ``scale`` factor; the first offset is from the canvas
+    origin, so each sketch lands where the model placed it. A sequence that ended at once gives
+    an empty sketch.
+    """
+    strokes5 = result.strokes5.detach().cpu().numpy()
+    sketches = []
+    for rows, length in zip(strokes5, result.lengths.tolist(), strict=True):
+        stroke3 = stroke5_to_stroke3(rows[: length + 1]).astype(np.float32)
+        stroke3[:, :2] *= scale
+        sketches.append(Sketch.from_stroke3(stroke3, canvas, canvas))
+    return sketches

@@ -1,0 +1,112 @@
+"""Siamese embedding network, preprocessing and the run-folder inference object."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgsbir.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    photos_to_tensor,
+    sketches_to_tensor,
+)
+from fgsbir.models.embedding import Embedder, build_embedding_net, load_embedder
+from fgsbir.runs import save_model
+from fgsbir.sketch.strokes import Sketch
+
+torch.set_num_threads(1)  # faster than 2 on a shared 2-core machine
+
+CONFIG = {"backbone": "resnet18", "pretrained": False, "embedding_dim": 32, "image_size": 48}
+
+
+def _photos(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [
+        Image.fromarray(rng.integers(0, 256, (40 + 8 * i, 56, 3), dtype=np.uint8)) for i in range(n)
+    ]
+
+
+def _sketches(n: int) -> list[Sketch]:
+    return [
+        Sketch.from_strokes([[(10, 10), (200, 30 + 20 * i)], [(50, 200), (60, 90)]])
+        for i in range(n)
+    ]
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    torch.manual_seed(0)
+    save_model(tmp_path, build_embedding_net(CONFIG), CONFIG)
+    return tmp_path
+
+
+def test_sketch_tensor_is_black_ink_on_white() -> None:
+    prep = Preprocessing(image_size=64, line_width=3.0)
+    horizontal = Sketch.from_strokes([[(0, 128), (256, 128)]])
+    x = sketches_to_tensor([horizontal], prep)
+    white = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    black = -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)
+    assert x.shape == (1, 3, 64, 64)
+    assert torch.allclose(x[0, :, 5, 30], white, atol=1e-5)  # paper far from the line
+    assert torch.allclose(x[0, :, 32, 30], black, atol=1e-5)  # on the line (rows 30.5..33.5)
+
+
+def test_photo_is_padded_to_a_white_square() -> None:
+    wide = Image.new("RGB", (100, 50), (0, 0, 0))
+    x = photos_to_tensor([wide], Preprocessing(image_size=20))[0]
+    white = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(x[:, 0, 10], white, atol=1e-5)  # padding above
+    assert torch.allclose(x[:, 10, 10], -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD))
+
+
+def test_one_shared_network_gives_unit_embeddings() -> None:
+    torch.manual_seed(0)
+    net = build_embedding_net(CONFIG).eval()
+    prep = Preprocessing.from_config(CONFIG)
+    with torch.no_grad():
+        photos = net(photos_to_tensor(_photos(3), prep))
+        sketches = net(sketches_to_tensor(_sketches(3), prep))
+    assert photos.shape == sketches.shape == (3, 32)
+    assert torch.allclose(photos.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(sketches.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert len(list(net.children())) == 3  # backbone, dropout, head: no second tower
+
+
+def test_load_embedder_reproduces_the_saved_network(run_dir) -> None:
+    embedder = load_embedder(run_dir, device="cpu")
+    torch.manual_seed(0)
+    reference = build_embedding_net(CONFIG).eval()
+    prep = Preprocessing.from_config(CONFIG)
+    photos, sketches = _photos(5), _sketches(4)
+    with torch.no_grad():
+        expected_photos = reference(photos_to_tensor(photos, prep)).numpy()
+        expected_sketches = reference(sketches_to_tensor(sketches, prep)).numpy()
+
+    got = embedder.embed_photos(photos, batch_size=2)  # batching must not matter
+    assert got.dtype == np.float32 and got.shape == (5, 32)
+    np.testing.assert_allclose(got, expected_photos, atol=1e-5)
+    np.testing.assert_allclose(embedder.embed_sketches(sketches), expected_sketches, atol=1e-5)
+    np.testing.assert_allclose(
+        embedder.embed_photo_tensors(photos_to_tensor(photos, prep)), expected_photos, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        embedder.embed_sketch_tensors(sketches_to_tensor(sketches, prep)),
+        expected_sketches,
+        atol=1e-5,
+    )
+    assert embedder.embed_photos([]).shape == (0, 32)
+    assert embedder.config["backbone"] == "resnet18"
+
+
+def test_identity_follows_weights_and_preprocessing(run_dir) -> None:
+    first = load_embedder(run_dir, device="cpu")
+    assert load_embedder(run_dir, device="cpu").identity == first.identity
+    other_prep = Embedder(first.model, Preprocessing(image_size=64), first.config, "cpu")
+    assert other_prep.identity != first.identity
+    with torch.no_grad():
+        first.model.head.bias[0] += 1e-3
+    assert Embedder(first.model, first.prep, first.config, "cpu").identity != first.identity

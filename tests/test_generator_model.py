@@ -1,0 +1,173 @@
+"""PhotoToSketch: shapes, learning on a fixed batch, sampling, greedy decoding, sketch output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from fgsbir.losses.sequence import kl_loss, stroke_nll
+from fgsbir.models.generator import (
+    GeneratorArch,
+    PhotoToSketch,
+    SampleResult,
+    samples_to_sketches,
+)
+
+TINY = GeneratorArch(
+    image_size=64,
+    feature_dim=16,
+    attention_dim=16,
+    hidden=32,
+    z_dim=8,
+    components=3,
+    max_points=12,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny ops run fastest on one thread (and do not fight the rest of the suite for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model() -> PhotoToSketch:
+    torch.manual_seed(0)
+    return PhotoToSketch(TINY, pretrained=False).eval()
+
+
+def _targets(batch: int, steps: int, lengths: list[int]) -> torch.Tensor:
+    """Random stroke-5 sequences of the given lengths, ending in a lift, padded with end rows."""
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.zeros(batch, steps, 5)
+    targets[..., 4] = 1.0
+    for i, n in enumerate(lengths):
+        targets[i, :n] = 0.0
+        targets[i, :n, :2] = torch.randn(n, 2, generator=generator)
+        lift = torch.rand(n, generator=generator) < 0.3
+        lift[n - 1] = True
+        targets[i, :n, 2] = (~lift).float()
+        targets[i, :n, 3] = lift.float()
+    return targets
+
+
+def test_decode_shapes(model: PhotoToSketch) -> None:
+    photos = torch.randn(3, 3, TINY.image_size, TINY.image_size)
+    encoding = model.encode(photos)
+    cells = (TINY.image_size // 32) ** 2
+    assert encoding.values.shape == (3, cells, TINY.feature_dim)
+    assert encoding.mu.shape == encoding.log_var.shape == (3, TINY.z_dim)
+    mixture, mu, _ = model(encoding, _targets(3, 7, [3, 7, 1]))
+    assert mixture.log_pi.shape == (3, 7, TINY.components)
+    assert mixture.mu.shape == mixture.log_sigma.shape == (3, 7, TINY.components, 2)
+    assert mixture.pen_log_prob.shape == (3, 7, 3)
+    assert mu.shape == (3, TINY.z_dim)
+
+
+def test_loss_decreases_on_a_fixed_batch(model: PhotoToSketch) -> None:
+    model.train()
+    photos = torch.randn(4, 3, TINY.image_size, TINY.image_size)
+    lengths = torch.tensor([5, 8, 3, 6])
+    targets = _targets(4, 9, lengths.tolist())
+    with torch.no_grad():  # a frozen backbone, as in training with cached features
+        feature_map = model.feature_map(photos)
+    trained = [p for name, p in model.named_parameters() if not name.startswith("backbone.")]
+    optimiser = torch.optim.Adam(trained, lr=3e-3)
+
+    def loss() -> torch.Tensor:
+        mixture, mu, log_var = model(model.encode_map(feature_map), targets)
+        offset, pen = stroke_nll(mixture, targets, lengths)
+        return (offset.sum() + pen.sum()) / (lengths + 1).sum() + 0.01 * kl_loss(mu, log_var)
+
+    first = loss().item()
+    for _ in range(40):
+        optimiser.zero_grad()
+        value = loss()
+        value.backward()
+        optimiser.step()
+    assert loss().item() < first - 1.0
+
+
+def _check_valid(result: SampleResult, batch: int, max_len: int) -> None:
+    strokes5, lengths = result.strokes5, result.lengths
+    assert strokes5.shape == (batch, max_len + 1, 5)
+    assert torch.all((lengths >= 0) & (lengths <= max_len))
+    pens = strokes5[..., 2:]
+    assert torch.all(pens.sum(-1) == 1) and torch.all((pens == 0) | (pens == 1))
+    for rows, n in zip(strokes5, lengths.tolist(), strict=True):
+        assert torch.all(rows[:n, 4] == 0), "p_end before the end"
+        assert torch.all(rows[n:] == torch.tensor([0.0, 0, 0, 0, 1])), "not padded after the end"
+    assert torch.all(torch.isfinite(result.log_prob))
+
+
+def test_sampling_gives_valid_sequences_with_differentiable_log_prob(model: PhotoToSketch) -> None:
+    # bias the pen head towards ending so that sequences end by themselves
+    with torch.no_grad():
+        model.head.bias[-1] = -1.0
+    photos = torch.randn(6, 3, TINY.image_size, TINY.image_size)
+    torch.manual_seed(3)
+    result = model.sample(photos, temperature=1.0, max_len=10)
+    _check_valid(result, 6, 10)
+    assert torch.any((result.lengths > 0) & (result.lengths < 10)), "no sequence ended by itself"
+    assert torch.all(result.log_prob < 0)
+    result.log_prob.sum().backward()
+    grads = [p.grad for p in model.head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_log_prob_equals_teacher_forced_likelihood(
+    model: PhotoToSketch, temperature: float
+) -> None:
+    """The sampler's log-probability is the likelihood the training path gives its output."""
+    photos = torch.randn(6, 3, TINY.image_size, TINY.image_size)
+    with torch.no_grad():
+        model.to_latent.bias[TINY.z_dim :] = -40.0  # sigma ~ 0: the sampled z is mu
+        model.head.bias[-1] = -1.0  # greedy runs to max_len, samples end at various lengths
+        torch.manual_seed(4)
+        result = model.sample(photos, temperature=temperature, max_len=8)
+        _check_valid(result, 6, 8)
+        assert result.lengths.max() == 8 and (temperature == 0 or result.lengths.min() < 8)
+        encoding = model.encode(photos)
+        targets = result.strokes5[:, :8]
+        offset, pen = stroke_nll(
+            model.decode(encoding, encoding.mu, targets), targets, result.lengths
+        )
+    torch.testing.assert_close(result.log_prob, -(offset + pen))
+
+
+def test_temperature_zero_is_the_limit_of_sampling(model: PhotoToSketch) -> None:
+    photos = torch.randn(5, 3, TINY.image_size, TINY.image_size)
+    with torch.no_grad():
+        greedy = model.sample(photos, temperature=0.0)
+        again = model.sample(photos, temperature=0.0)
+        torch.manual_seed(5)
+        cold = model.sample(photos, temperature=1e-8)
+        warm = model.sample(photos, temperature=1.0)
+    assert torch.equal(greedy.strokes5, again.strokes5)
+    assert torch.equal(greedy.lengths, cold.lengths)
+    torch.testing.assert_close(cold.strokes5, greedy.strokes5, atol=1e-3, rtol=0)
+    assert not torch.allclose(warm.strokes5, greedy.strokes5, atol=1e-3)
+    with pytest.raises(ValueError):
+        model.sample(photos, temperature=-1.0)
+
+
+def test_samples_to_sketches_denormalises_and_places() -> None:
+    strokes5 = torch.tensor(
+        [
+            [[2.0, 3.0, 1, 0, 0], [1.0, 0.0, 0, 1, 0], [0.0, 1.0, 0, 1, 0], [0, 0, 0, 0, 1]],
+            [[0, 0, 0, 0, 1]] * 4,
+        ]
+    )
+    result = SampleResult(strokes5, torch.tensor([3, 0]), torch.zeros(2))
+    drawn, empty = samples_to_sketches(result, scale=10.0, canvas=256.0)
+    np.testing.assert_allclose(drawn.points, [[20, 30, 0], [30, 30, 1], [30, 40, 1]])
+    assert (drawn.width, drawn.height) == (256.0, 256.0)
+    assert drawn.num_strokes == 2
+    assert empty.is_empty

@@ -1,0 +1,228 @@
+"""Generator training on a tiny paired data set: run folder, resume, skipped steps, generate CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+import fgsbir.train.generator as train_module
+from fgsbir.cli import main
+from fgsbir.runs import load_resume_state
+from fgsbir.sketch.io import read_stroke_json, read_svg
+from fgsbir.sketch.strokes import Sketch
+from fgsbir.train.generator import (
+    GeneratorConfig,
+    load_generator,
+    mirrored,
+    on_canvas,
+    train_generator,
+)
+
+TINY_MODEL = {
+    "image_size": 64,
+    "feature_dim": 16,
+    "attention_dim": 16,
+    "hidden": 32,
+    "z_dim": 8,
+    "components": 3,
+    "max_points": 12,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _polygon(i: int) -> np.ndarray:
+    """Outline of shape ``i``: a closed polygon with 3 to 6 corners somewhere on the canvas."""
+    corners = 3 + i % 4
+    angles = np.linspace(0, 2 * np.pi, corners + 1) + 0.3 * i
+    centre = np.array([90.0 + 12 * (i % 5), 100.0 + 9 * (i % 3)])
+    return centre + (50 + 4 * (i % 3)) * np.stack([np.cos(angles), np.sin(angles)], 1)
+
+
+def _write_pairs(root: Path, n_train: int = 8, n_test: int = 3) -> Path:
+    """A QMUL-V2-layout data set: filled polygons photographed, their outlines sketched."""
+    (root / "photo").mkdir(parents=True)
+    strokes = {}
+    for i in range(n_train + n_test):
+        outline = _polygon(i)
+        photo = Image.new("RGB", (256, 256), "white")
+        ImageDraw.Draw(photo).polygon([tuple(p) for p in outline], fill=(40 * (i % 6), 90, 160))
+        photo.save(root / "photo" / f"p{i}.png")
+        points = np.hstack([outline, np.zeros((len(outline), 1))]).astype(np.float64)
+        points[-1, 2] = 1.0
+        strokes[f"{'train' if i < n_train else 'test'}/p{i}_1"] = points
+    with (root / "Tiny_Coordinate").open("wb") as f:
+        pickle.dump(strokes, f)
+    return root
+
+
+def _config(data: Path, out: Path, **overrides: object) -> GeneratorConfig:
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "pretrained": False,
+        "epochs": 2,
+        "batch_size": 4,
+        "val_fraction": 0.25,
+        "grid_rows": 2,
+        "lr": 3e-3,
+        **overrides,
+    }
+    return GeneratorConfig(model=train_module.GeneratorArch(**TINY_MODEL), **values)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def trained(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run") / "gen"
+    torch.set_num_threads(1)
+    return out, train_generator(_config(data, out, epochs=3))
+
+
+def test_training_writes_a_complete_run_folder(trained: tuple[Path, dict]) -> None:
+    out, result = trained
+    for name in ("model.safetensors", "config.json", "README.md", "metrics.jsonl", "resume.pt"):
+        assert (out / name).is_file(), name
+    assert {Path(p).name for p in result["pictures"]} == {
+        "training_curves.png",
+        "generated_test.png",
+    }
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "generator" and config["scale"] > 0
+    assert config["model"]["hidden"] == TINY_MODEL["hidden"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["epoch"] for r in train] == [1, 2, 3] and len(val) == 3
+    assert train[-1]["nll"] < train[0]["nll"]  # it learns
+    assert result["epochs_trained"] == 3 and result["skipped_steps"] == 0
+    assert np.isfinite(result["test"]["nll"]) and result["test"]["n_sketches"] == 3
+    assert result["val"]["nll"] == pytest.approx(min(r["nll"] for r in val))
+    assert "NLL per point" in (out / "README.md").read_text()
+
+
+def test_loaded_generator_draws_sketches_on_the_canvas(trained: tuple[Path, dict]) -> None:
+    out, _ = trained
+    generator = load_generator(out)
+    photos = [Image.new("RGB", (80, 60), "white"), Image.new("RGB", (50, 50), "red")]
+    sketches = generator.draw(photos, temperature=0.0)
+    assert len(sketches) == 2 and all(s.width == s.height == 256.0 for s in sketches)
+    assert all(len(s.points) <= TINY_MODEL["max_points"] for s in sketches)
+    again = generator.draw(photos, temperature=0.0)
+    np.testing.assert_array_equal(sketches[0].points, again[0].points)  # greedy: deterministic
+    result = generator.sample(photos, temperature=1.0)
+    assert result.log_prob.requires_grad and torch.isfinite(result.log_prob).all()
+
+
+def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    train_generator(_config(data, straight))
+    stopped = tmp_path / "stopped"
+    train_generator(_config(data, stopped, epochs=1))
+    resumed = train_generator(_config(data, stopped, epochs=2))
+    assert resumed["epochs_trained"] == 2
+    a, b = load_resume_state(straight), load_resume_state(stopped)
+    assert a is not None and b is not None and a["step"] == b["step"]
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=key)
+    epochs = [
+        json.loads(line)["epoch"] for line in (stopped / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == [1, 1, 2, 2]  # train + val per epoch, none doubled
+    with pytest.raises(train_module.FgsbirError, match="other settings"):
+        train_generator(_config(data, stopped, epochs=3, lr=1e-2))
+
+
+def test_non_finite_step_is_skipped_and_counted(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = train_module.stroke_nll
+    calls = {"n": 0}
+
+    def poisoned(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        offset, pen = real(*args)
+        calls["n"] += 1
+        return (offset * float("nan"), pen) if calls["n"] == 2 else (offset, pen)
+
+    monkeypatch.setattr(train_module, "stroke_nll", poisoned)
+    result = train_generator(_config(data, tmp_path / "run", epochs=1))
+    assert result["skipped_steps"] == 1
+    weights = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.parametrize("with_photos", [False, True])
+def test_pretraining_comes_first(data: Path, tmp_path: Path, with_photos: bool) -> None:
+    """Sketch-only data is pre-trained on with rendered sketches as input, pairs with photos."""
+    source = data
+    if not with_photos:
+        source = tmp_path / "sketch-only"
+        source.mkdir()
+        (source / "Tiny_Coordinate").write_bytes((data / "Tiny_Coordinate").read_bytes())
+    out = tmp_path / "run"
+    config = _config(data, out, epochs=1, pretrain_data=str(source), pretrain_epochs=2)
+    result = train_generator(config)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records if r["split"] == "train"] == ["pretrain"] * 2 + ["pairs"]
+    assert result["epochs_trained"] == 3
+    info = json.loads((out / "config.json").read_text())["data_info"]
+    assert info["pretrain_sketches"] == 8  # the train keys of the pickle
+    assert info["pretrain_input"] == ("photos" if with_photos else "rendered sketches")
+    assert f"after 2 epochs on `{source}`" in (out / "README.md").read_text()
+
+
+def test_on_canvas_and_mirror() -> None:
+    wide = Sketch(np.array([[0.0, 0.0, 0], [640.0, 480.0, 1]]), 640.0, 480.0)
+    placed = on_canvas(wide)
+    np.testing.assert_allclose(placed.points[:, :2], [[0, 32], [256, 224]])
+    np.testing.assert_allclose(mirrored(placed).points[:, :2], [[256, 32], [0, 224]])
+
+
+def test_cli_train_and_generate_write_readable_files(
+    data: Path, trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run, _ = trained
+    photos = [str(data / "photo" / "p8.png"), str(data / "photo" / "p9.png")]
+    out = tmp_path / "drawn"
+    torch.manual_seed(0)  # sampled sketches of this barely trained model may be empty
+    args = ["generate", str(run), *photos, "--out", str(out), "--samples", "2"]
+    code = main([*args, "--temperature", "0.2"])
+    assert code == 0 and "wrote 13 files" in capsys.readouterr().out
+    for name in ("p8", "p9"):
+        for k in (0, 1):
+            svg = read_svg(out / f"{name}_{k}.svg")
+            stroke_json = read_stroke_json(out / f"{name}_{k}.json")
+            np.testing.assert_allclose(svg.points, stroke_json.points, atol=1e-2)
+            assert svg.width == 256.0
+            with Image.open(out / f"{name}_{k}.png") as png:
+                assert png.size == (256, 256)
+    with Image.open(out / "grid.png") as grid:
+        assert grid.width > grid.height  # two rows of photo + two sketches
+
+    cli_run = tmp_path / "cli-run"
+    code = main(
+        ["train-generator", "--data", str(data), "--out", str(cli_run), "--epochs", "1"]
+        + [f"--set=model.{k}={v}" for k, v in TINY_MODEL.items()]
+        + ["--set", "pretrained=false", "--set", "batch_size=4", "--set", "grid_rows=1"]
+    )
+    assert code == 0 and "NLL per point" in capsys.readouterr().out
+    assert json.loads((cli_run / "config.json").read_text())["epochs"] == 1
+    assert main(["generate", str(run), photos[0], "--out", str(out), "--samples", "0"]) == 2

@@ -1,0 +1,179 @@
+"""Semi-supervised joint training on a tiny synthetic data set: run folder, both models learn,
+ablation switches, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fgsbir.data.dataset import load_dataset
+from fgsbir.data.synthetic import ensure_synthetic
+from fgsbir.errors import FgsbirError
+from fgsbir.evaluate import evaluate_run
+from fgsbir.models.embedding import load_embedder
+from fgsbir.models.generator import GeneratorArch
+from fgsbir.runs import load_resume_state, read_metrics
+from fgsbir.train.generator import GeneratorConfig, load_generator
+from fgsbir.train.semi import SemiConfig, _SemiTrainer, generator_faithfulness, train_semi
+from fgsbir.train.supervised import TrainConfig
+
+BACKBONE = "test_efficientnet"  # timm's tiny test network: the test is about the training loop
+TINY_GENERATOR = GeneratorArch(
+    backbone=BACKBONE, image_size=64, feature_dim=16, attention_dim=16, hidden=32, z_dim=8,
+    components=3, max_points=12,
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def two_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """20 synthetic photos (12 train, 3 val, 5 test) and a folder of 8 other shoe photos."""
+    root = tmp_path_factory.mktemp("data")
+    pairs = ensure_synthetic(root / "pairs", n_photos=20, sketches_per_photo=2, test_fraction=0.25)
+    pool = ensure_synthetic(root / "pool", n_photos=8, sketches_per_photo=1, seed=1)
+    return str(pairs), str(pool / "photo")
+
+
+def tiny_config(data: tuple[str, str], out: Path, **changes: object) -> SemiConfig:
+    pairs, pool = data
+    config = SemiConfig(
+        data=pairs, out=str(out), unlabelled=[pool], val_fraction=0.2,
+        supervised=TrainConfig(backbone=BACKBONE, pretrained=False, epochs=2, image_size=48,
+                               batch_size=4, embedding_dim=16, lr=1e-3),
+        generator=GeneratorConfig(model=TINY_GENERATOR, pretrained=False, epochs=2, batch_size=4,
+                                  lr=3e-3, grid_rows=2),
+        epochs=2, batch_size=4, unlabelled_batch_size=4, lr=1e-3, gen_lr=1e-3,
+        disc_warmup_steps=2, disc_image_size=16, picture_photos=2, grid_queries=2,
+    )  # fmt: skip
+    return replace(config, **changes)
+
+
+@pytest.fixture(scope="module")
+def semi_run(data: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("semi") / "run"
+    torch.set_num_threads(2)
+    return out, train_semi(tiny_config(data, out))
+
+
+def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {key for key, value in before.items() if not torch.equal(value, after[key])}
+
+
+def test_joint_run_trains_both_models_into_a_complete_run_folder(
+    semi_run: tuple[Path, dict], data: tuple[str, str]
+) -> None:
+    out, result = semi_run
+    for name in ("model.safetensors", "config.json", "README.md", "metrics.jsonl", "resume.pt"):
+        assert (out / name).is_file(), name
+    for name in ("generated_start.png", "generated_end.png", "retrieval_test.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    assert (out / "start_retrieval" / "model.safetensors").is_file()  # start runs trained here
+    assert result["start"]["retrieval_s"] > 0 and result["start"]["generator_s"] > 0
+    assert result["epochs_trained"] == 2 and result["steps"] == 2 + 2 * 3  # warm-up + 12 pairs / 4
+
+    # every loss and reward of every logged step is finite, and each part of the method ran
+    records = read_metrics(out / "metrics.jsonl")
+    train = [r for r in records if r["split"] == "train"]
+    assert len(train) == 2 and [r["epoch"] for r in records if r["split"] == "val"] == [0, 1, 2]
+    for key in ("loss", "triplet_real", "triplet_generated", "distill", "disc_loss", "reward",
+                "reward_retrieval", "reward_disc", "pg_loss", "gen_nll"):  # fmt: skip
+        assert all(math.isfinite(r[key]) for r in train), key
+    assert all(0.0 <= r["reward_retrieval"] <= 1.0 for r in train)
+    assert result["skipped_generator_steps"] == 0
+
+    # both models moved away from their start runs; the generator's backbone stayed frozen
+    state = load_resume_state(out)
+    assert _changed(load_file(out / "start_retrieval" / "model.safetensors"), state["model"])
+    start_generator = load_file(out / "start_generator" / "model.safetensors")
+    moved = _changed(start_generator, state["generator"])
+    assert any(key.startswith("cell.") for key in moved)
+    assert any(key.startswith("project.") for key in moved)
+    assert not any(key.startswith("backbone.") for key in moved)
+
+    # the run folder reads like a supervised one; its generator like a generator run
+    evaluated = evaluate_run(out, data[0])
+    assert evaluated["acc@1"] == pytest.approx(result["test"]["acc@1"])
+    assert load_embedder(out).prep.image_size == 48
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "embedding" and config["method"] == "semi"
+    assert config["data_info"]["unlabelled_photos"] == 8
+    test = load_dataset(data[0], val_fraction=0.2).test
+    faithful = generator_faithfulness(load_generator(out / "generator"), load_embedder(out), test)
+    assert faithful["generated"]["n_queries"] == 5 and faithful["chance"]["acc@1"] == 0.2
+    assert faithful["real"] == result["test"]
+
+
+def test_ablation_switches(semi_run: tuple[Path, dict], data: tuple[str, str], tmp_path) -> None:
+    """A frozen generator keeps its weights; switched-off parts leave no trace in the log."""
+    out, _ = semi_run
+    config = tiny_config(
+        data, tmp_path / "ablation", epochs=1,
+        retrieval_run=str(out / "start_retrieval"), generator_run=str(out / "start_generator"),
+        generator_frozen=True, distillation=False, disc_weighting=False,
+    )  # fmt: skip
+    result = train_semi(config)
+    assert result["start"]["retrieval_s"] == 0.0  # given, not trained
+    state = load_resume_state(tmp_path / "ablation")
+    assert not _changed(
+        load_file(out / "start_generator" / "model.safetensors"), state["generator"]
+    )
+    assert _changed(load_file(out / "start_retrieval" / "model.safetensors"), state["model"])
+    train = [
+        r for r in read_metrics(tmp_path / "ablation" / "metrics.jsonl") if r["split"] == "train"
+    ]
+    assert train and not any(key in train[0] for key in ("distill", "reward", "gen_nll"))
+
+
+def test_resumed_run_matches_an_uninterrupted_one(
+    semi_run: tuple[Path, dict], data: tuple[str, str], tmp_path, monkeypatch
+) -> None:
+    out, _ = semi_run
+    starts = {"retrieval_run": str(out / "start_retrieval"),
+              "generator_run": str(out / "start_generator")}  # fmt: skip
+    straight = train_semi(tiny_config(data, tmp_path / "straight", **starts))
+
+    step = _SemiTrainer._step
+    calls = {"n": 0}
+
+    def killed_in_epoch_two(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 1 has 3 steps: this is the middle of epoch 2
+            raise KeyboardInterrupt
+        return step(self, *args)
+
+    monkeypatch.setattr(_SemiTrainer, "_step", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_semi(tiny_config(data, tmp_path / "resumed", **starts))
+    assert load_resume_state(tmp_path / "resumed")["epoch"] == 1
+    monkeypatch.setattr(_SemiTrainer, "_step", step)
+    resumed = train_semi(tiny_config(data, tmp_path / "resumed", **starts))
+
+    a, b = load_resume_state(tmp_path / "straight"), load_resume_state(tmp_path / "resumed")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 8)
+    for part in ("model", "generator", "discriminator"):
+        assert not _changed(a[part], b[part]), part
+    assert resumed["test"] == straight["test"]
+
+    def without_time(run: str) -> list[dict]:
+        return [
+            {k: v for k, v in r.items() if k not in ("time", "epoch_s")}
+            for r in read_metrics(tmp_path / run / "metrics.jsonl")
+        ]
+
+    assert without_time("resumed") == without_time("straight")  # no doubled records
+    with pytest.raises(FgsbirError, match=r"other settings.*pg_weight"):
+        train_semi(tiny_config(data, tmp_path / "resumed", pg_weight=2.0, **starts))

@@ -7,8 +7,12 @@ import json
 from typing import Any
 
 from fgsbir.config import load_config
+from fgsbir.demo import run_demo
+from fgsbir.errors import FgsbirError
 from fgsbir.evaluate import evaluate_run
-from fgsbir.train.supervised import TrainConfig, demo_config, train
+from fgsbir.train.semi import SemiConfig, train_semi
+from fgsbir.train.supervised import TrainConfig, train
+from fgsbir.web.app import serve
 
 METRIC_KEYS = ("acc@1", "acc@5", "acc@10", "mean_rank", "mrr", "n_queries", "n_gallery")
 
@@ -22,10 +26,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="data-set folder, or 'synthetic'")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
+    p.add_argument(
+        "--method", choices=("supervised", "semi"), default="supervised",
+        help="'semi': also learn from generated sketches of unlabelled photos (Bhunia et al. 2021)",
+    )  # fmt: skip
+    p.add_argument(
+        "--unlabelled", action="append", metavar="PHOTO_DIR",
+        help="a folder of unlabelled photos for --method semi (repeatable)",
+    )  # fmt: skip
     p.add_argument("--epochs", type=int)
     p.add_argument("--labelled-fraction", type=float, metavar="F")
     p.add_argument("--format", help="force a data-set layout instead of detecting it")
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of TrainConfig settings")
+    p.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML file of TrainConfig (or SemiConfig) settings"
+    )
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a setting, e.g. --set lr=3e-4 --set augment.stroke_drop=0.2",
@@ -42,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="train a small model on the built-in synthetic data set and evaluate it"
     )
     p.add_argument("--out", default="runs/demo", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-serve", action="store_true", help="stop after training and indexing")
     p.set_defaults(func=_demo)
 
 
@@ -60,19 +77,22 @@ def _print_summary(result: dict[str, Any], out: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = load_config(
-        TrainConfig,
-        args.config,
-        args.set,
+    common = dict(
         data=args.data,
         out=args.out,
         epochs=args.epochs,
         labelled_fraction=args.labelled_fraction,
         format=args.format,
     )
-    result = train(config)
+    if args.method == "semi":
+        semi = load_config(SemiConfig, args.config, args.set, unlabelled=args.unlabelled, **common)
+        result = train_semi(semi)
+    elif args.unlabelled:
+        raise FgsbirError("--unlabelled needs --method semi")
+    else:
+        result = train(load_config(TrainConfig, args.config, args.set, **common))
     if result:  # only rank 0 of a distributed run reports
-        _print_summary(result, config.out)
+        _print_summary(result, args.out)
     return 0
 
 
@@ -87,7 +107,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    config = demo_config(args.out)
-    print(f"training a small model on the synthetic data set into {config.out} ...")
-    _print_summary(train(config), config.out)
+    print(f"training a small model on the synthetic data set into {args.out} ...")
+    result, index_dir = run_demo(args.out)
+    _print_summary(result, args.out)
+    print(f"index of the test photos: {index_dir}")
+    if not args.no_serve:
+        print(f"search page: http://{args.host}:{args.port}/  (Ctrl+C to stop)")
+        serve(index_dir, args.host, args.port)
     return 0

@@ -14,6 +14,7 @@ from fgsbir.models.backbones import (
     BackboneError,
     create_backbone,
     feature_dim,
+    freeze_early_groups,
     shipped_weights_path,
 )
 
@@ -92,3 +93,14 @@ def test_nothing_is_downloaded() -> None:
         create_backbone("resnet18", pretrained=True)
     with pytest.raises(BackboneError, match="unknown backbone"):
         create_backbone("not_a_network")
+
+
+def test_freeze_early_groups_stops_the_stem_and_first_stages() -> None:
+    backbone = create_backbone("efficientnet_lite0", pretrained=False)
+    assert freeze_early_groups(backbone, 2) == 3 + 6  # stem (conv + bn) and blocks.0
+    frozen = {name for name, p in backbone.named_parameters() if not p.requires_grad}
+    assert frozen == {"conv_stem.weight", "bn1.weight", "bn1.bias"} | {
+        name for name, _ in backbone.named_parameters() if name.startswith("blocks.0.")
+    }
+    with pytest.raises(BackboneError, match="cannot freeze 9 groups"):
+        freeze_early_groups(backbone, 9)

@@ -11,6 +11,7 @@ from fgsbir.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocessing,
+    input_pixels,
     photos_to_tensor,
     sketches_to_tensor,
 )
@@ -63,6 +64,19 @@ def test_photo_is_padded_to_a_white_square() -> None:
     assert torch.allclose(x[:, 10, 10], -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD))
 
 
+def test_sobel_photo_input_draws_dark_edges_on_white() -> None:
+    photo = np.full((40, 40, 3), 255, np.uint8)
+    photo[10:30, 10:30] = (200, 30, 30)  # a red square on white
+    prep = Preprocessing(image_size=40, photo_input="sobel")
+    pixels = input_pixels(Image.fromarray(photo), prep)
+    assert pixels.shape == (3, 40, 40) and pixels.dtype == torch.uint8
+    assert torch.equal(pixels[0], pixels[1])  # grey
+    assert pixels[0, 2, 2] == 255 and pixels[0, 20, 20] == 255  # flat paper, flat square
+    assert pixels[0, 20, 10] < 60 and pixels[0, 10, 20] < 60  # the square's edges are dark
+    rgb = input_pixels(Image.fromarray(photo), Preprocessing(image_size=40))
+    assert tuple(rgb[:, 20, 20].tolist()) == (200, 30, 30)
+
+
 def test_one_shared_network_gives_unit_embeddings() -> None:
     torch.manual_seed(0)
     net = build_embedding_net(CONFIG).eval()
@@ -110,3 +124,27 @@ def test_identity_follows_weights_and_preprocessing(run_dir) -> None:
     with torch.no_grad():
         first.model.head.bias[0] += 1e-3
     assert Embedder(first.model, first.prep, first.config, "cpu").identity != first.identity
+
+
+def test_mid_level_features_on_a_grid() -> None:
+    """``feature_level`` drops the later stages; ``pool_grid`` keeps a grid of positions."""
+    config = {**CONFIG, "feature_level": 2, "pool_grid": 2, "image_size": 128}
+    torch.manual_seed(0)
+    net = build_embedding_net(config).eval()
+    names = {
+        name.split(".")[1] for name, _ in net.named_parameters() if name.startswith("backbone")
+    }
+    assert "layer2" in names and "layer3" not in names and "layer4" not in names
+    assert net.head.in_features == 128 * 2 * 2  # resnet18 level 2: 128 channels, stride 8
+    left = Sketch.from_strokes([[(20, 40), (60, 220)], [(30, 100), (90, 120)]])
+    right = left.translate(160, 0)  # the same strokes in the right half of the canvas
+    blank = Sketch.from_strokes([])
+    prep = Preprocessing.from_config(config)
+    with torch.no_grad():
+        emb = net(sketches_to_tensor([left, right], prep))
+        grid = net.features(sketches_to_tensor([left, right, blank], prep)).view(3, 128, 2, 2)
+    assert emb.shape == (2, 32)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+    # the ink changes the features of the grid cells of its own half the most
+    change = (grid[:2] - grid[2]).abs().sum(dim=(1, 2))  # (sketch, column)
+    assert change[0, 0] > 1.5 * change[0, 1] and change[1, 1] > 1.5 * change[1, 0]

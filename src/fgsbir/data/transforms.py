@@ -3,6 +3,8 @@
 Both domains enter the network as ``(B, 3, S, S)`` float tensors with ImageNet normalisation:
 photos are padded to a square with white (aspect kept, centred, like the rasteriser fits a sketch
 canvas) and resized; sketches are rasterised as black ink on white paper, in three channels.
+With ``photo_input="sobel"`` a photo enters as its edge map drawn dark on white (the Sobel
+gradient magnitude), which looks much more like a sketch than the colour photo does.
 
 Training augmentation draws all its random numbers from a generator seeded by
 ``(seed, epoch, item)``, so an item looks the same whichever process, worker or resumed run
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps
+from skimage.color import rgb2gray
+from skimage.filters import sobel
 
 from fgsbir.data.dataset import Split
 from fgsbir.data.photos import load_photo
@@ -36,6 +40,7 @@ class Preprocessing:
 
     image_size: int = 224
     line_width: float = 2.5  # sketch line width in pixels of the ``image_size`` raster
+    photo_input: Literal["rgb", "sobel"] = "rgb"  # the colour photo, or its edge map
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Preprocessing:
@@ -59,9 +64,27 @@ def photo_pixels(photo: Image.Image, size: int) -> torch.Tensor:
     return TF.pil_to_tensor(square)
 
 
+def edge_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """``(3, S, S)`` uint8 edge map of ``(3, S, S)`` uint8 RGB pixels: dark edges on white.
+
+    The Sobel gradient magnitude of the grey image, scaled so that its 99th percentile (the
+    strong edges of an object on a plain background) is full black.
+    """
+    magnitude = sobel(rgb2gray(pixels.permute(1, 2, 0).numpy()))
+    ink = np.clip(magnitude / max(float(np.percentile(magnitude, 99)), 1e-6), 0.0, 1.0)
+    grey = torch.from_numpy(np.round(255.0 * (1.0 - ink)).astype(np.uint8))
+    return grey.expand(3, -1, -1).contiguous()
+
+
+def input_pixels(photo: Image.Image, prep: Preprocessing) -> torch.Tensor:
+    """``(3, S, S)`` uint8 pixels of what the network sees of a photo (see ``photo_input``)."""
+    pixels = photo_pixels(photo, prep.image_size)
+    return edge_pixels(pixels) if prep.photo_input == "sobel" else pixels
+
+
 def photos_to_tensor(photos: Sequence[Image.Image], prep: Preprocessing) -> torch.Tensor:
     """Network input ``(B, 3, S, S)`` for PIL photos."""
-    pixels = torch.stack([photo_pixels(p, prep.image_size) for p in photos])
+    pixels = torch.stack([input_pixels(p, prep) for p in photos])
     return normalise(pixels.float() / 255.0)
 
 
@@ -161,10 +184,9 @@ class PairDataset(torch.utils.data.Dataset):
         return len(self.photo_ids)
 
     def pixels(self, photo: int) -> torch.Tensor:
-        """Decoded ``(3, S, S)`` uint8 pixels of a split photo, cached."""
+        """Decoded ``(3, S, S)`` uint8 network-input pixels of a split photo, cached."""
         if photo not in self._pixels:
-            image = load_photo(self.split.photos[photo])
-            self._pixels[photo] = photo_pixels(image, self.prep.image_size)
+            self._pixels[photo] = input_pixels(load_photo(self.split.photos[photo]), self.prep)
         return self._pixels[photo]
 
     def __getitem__(self, i: int) -> tuple[Sketch, torch.Tensor, int]:

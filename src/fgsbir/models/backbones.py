@@ -21,6 +21,7 @@ from pathlib import Path
 import timm
 import torch
 from safetensors.torch import load_file
+from timm.models import group_parameters
 from torch import nn
 
 from fgsbir.errors import DataError, FgsbirError
@@ -130,3 +131,20 @@ def create_backbone(
 def feature_dim(backbone: nn.Module) -> int:
     """Length of the pooled feature vector the backbone returns (after any pre-logits layers)."""
     return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
+def freeze_early_groups(backbone: nn.Module, n_groups: int) -> int:
+    """Stop training the first ``n_groups`` layer groups (the stem is group 0, then one group
+    per stage, as timm's ``group_matcher`` defines them); returns how many tensors were frozen.
+
+    Early layers detect generic edges and textures; freezing them costs little accuracy on small
+    data sets and skips the most expensive part of the backward pass (high resolutions).
+    """
+    groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    if n_groups > len(groups):
+        raise BackboneError(f"cannot freeze {n_groups} groups: the backbone has {len(groups)}")
+    names = {name for group in list(groups.values())[:n_groups] for name in group}
+    for name, parameter in backbone.named_parameters():
+        if name in names:
+            parameter.requires_grad_(False)
+    return len(names)

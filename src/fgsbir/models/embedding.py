@@ -31,9 +31,12 @@ from fgsbir.sketch.strokes import Sketch
 class EmbeddingNet(nn.Module):
     """Backbone features -> dropout -> linear projection -> L2 normalisation.
 
-    With ``pool_grid`` = 1 the features are the backbone's pooled vector; with ``pool_grid`` = g
-    the last feature map is average-pooled to a ``g x g`` grid and flattened, so the embedding
-    keeps where things are (sketches and product photos share a canonical pose).
+    ``feature_level`` = k takes the feature map of the backbone's k-th feature level (timm's
+    ``feature_info``; e.g. stride 16 for k = 3 on EfficientNet) and drops the later layers:
+    mid-level features describe shape, and shape is what a sketch shares with its photo. Without
+    it the last feature map is used. ``pool_grid`` = g average-pools the map to a ``g x g`` grid,
+    so the embedding keeps where things are (sketches and product photos share a canonical
+    pose); with neither option the features are the backbone's own pooled vector.
     """
 
     def __init__(
@@ -42,34 +45,53 @@ class EmbeddingNet(nn.Module):
         embedding_dim: int = 256,
         dropout: float = 0.0,
         pool_grid: int = 1,
+        feature_level: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.pool_grid = pool_grid
+        self.feature_level = feature_level
+        if feature_level is not None:
+            backbone.prune_intermediate_layers(indices=[feature_level], prune_head=True)
+            channels = backbone.feature_info[feature_level]["num_chs"]
+        else:
+            channels = backbone.num_features
+        pooled_by_backbone = feature_level is None and pool_grid == 1
+        in_features = feature_dim(backbone) if pooled_by_backbone else channels * pool_grid**2
         self.dropout = nn.Dropout(dropout)
-        features = feature_dim(backbone) if pool_grid == 1 else backbone.num_features * pool_grid**2
-        self.head = nn.Linear(features, embedding_dim)
+        self.head = nn.Linear(in_features, embedding_dim)
         self.to(memory_format=torch.channels_last)  # much faster convolutions on the CPU
 
     @property
     def embedding_dim(self) -> int:
         return self.head.out_features
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` features before the projection."""
+        images = images.contiguous(memory_format=torch.channels_last)
+        if self.feature_level is not None:
+            maps = self.backbone.forward_intermediates(
+                images, indices=[self.feature_level], intermediates_only=True
+            )[0]
+        elif self.pool_grid > 1:
+            maps = self.backbone.forward_features(images)
+        else:
+            return self.backbone(images)
+        return F.adaptive_avg_pool2d(maps, self.pool_grid).flatten(1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` normalised images (sketches or photos) -> ``(B, D)`` unit vectors."""
-        images = images.contiguous(memory_format=torch.channels_last)
-        if self.pool_grid == 1:
-            features = self.backbone(images)
-        else:
-            grid = F.adaptive_avg_pool2d(self.backbone.forward_features(images), self.pool_grid)
-            features = grid.flatten(1)
-        return F.normalize(self.head(self.dropout(features)), dim=1)
+        return F.normalize(self.head(self.dropout(self.features(images))), dim=1)
+
+
+ARCH_KEYS = ("backbone", "embedding_dim", "dropout", "pool_grid", "feature_level")
+"""Configuration keys that :func:`build_embedding_net` reads to shape the network."""
 
 
 def build_embedding_net(config: Mapping[str, Any]) -> EmbeddingNet:
     """An :class:`EmbeddingNet` from the keys ``backbone``, ``pretrained``, ``embedding_dim``,
-    ``dropout`` and ``pool_grid`` of a configuration (defaults: EfficientNet-Lite0 with ImageNet
-    weights, 256, 0, 1)."""
+    ``dropout``, ``pool_grid`` and ``feature_level`` of a configuration (defaults:
+    EfficientNet-Lite0 with ImageNet weights, 256, 0, 1, None)."""
     backbone = create_backbone(
         config.get("backbone", DEFAULT_BACKBONE), config.get("pretrained", True)
     )
@@ -78,6 +100,7 @@ def build_embedding_net(config: Mapping[str, Any]) -> EmbeddingNet:
         config.get("embedding_dim", 256),
         config.get("dropout", 0.0),
         config.get("pool_grid", 1),
+        config.get("feature_level"),
     )
 
 

@@ -38,13 +38,13 @@ class GeneratorArch:
     """Architecture of :class:`PhotoToSketch` (stored in the run's ``config.json``)."""
 
     backbone: str = DEFAULT_BACKBONE
-    image_size: int = 160
-    feature_dim: int = 256
-    attention_dim: int = 256
-    hidden: int = 512
+    image_size: int = 224  # a 7 x 7 feature map for EfficientNet-Lite0
+    feature_dim: int = 128  # attended feature channels (a 1x1 projection of the backbone's)
+    attention_dim: int = 128
+    hidden: int = 256
     z_dim: int = 128
     components: int = 20
-    max_points: int = 100
+    max_points: int = 80
     """Longest sketch the decoder draws by default (training data is limited to it too)."""
 
 

@@ -90,7 +90,7 @@ class GeneratorConfig:
     pretrained: bool | str = True  # backbone: shipped ImageNet weights, a weights file, or none
     finetune_backbone: bool = False  # False: frozen backbone, feature maps computed once
     line_width: float = 2.5  # of rendered sketches fed as images (pre-training)
-    rdp_epsilon: float = 2.0  # RDP tolerance on the CANVAS
+    rdp_epsilon: float = 3.0  # RDP tolerance on the CANVAS
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3

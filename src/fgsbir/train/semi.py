@@ -25,15 +25,17 @@ Each epoch is one pass over the labelled pairs; the validation split scores the 
 after every epoch, and after the discriminator's warm-up (epoch 0: the start model competes too).
 The best epoch's retrieval weights are the run's ``model.safetensors`` (a run folder that
 :func:`fgsbir.models.embedding.load_embedder` and ``fgsbir evaluate`` read like a supervised one);
-the generator and discriminator of that epoch are saved in ``generator/`` (loadable by
-:func:`fgsbir.train.generator.load_generator`) and ``discriminator/``. ``resume.pt`` is rewritten
-after every epoch; running the same call again continues from it. ``time_budget_s`` bounds the
-whole call, start runs included, checked before every joint step.
+the generator and discriminator as joint training left them (latest epoch) are saved in
+``generator/`` (loadable by :func:`fgsbir.train.generator.load_generator`) and
+``discriminator/``. ``resume.pt`` is rewritten after every epoch; running the same call again
+continues from it. ``time_budget_s`` bounds the whole call, start runs included, checked before
+every joint step. Joint training runs in one process (no DDP).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -55,6 +57,7 @@ from fgsbir.data.transforms import (
     PairDataset,
     Preprocessing,
     augment_photo,
+    input_pixels,
     normalise,
     photo_pixels,
     sketches_to_tensor,
@@ -66,7 +69,7 @@ from fgsbir.losses.metric import DistillationLoss, NegativeMining, TripletLoss
 from fgsbir.losses.policy import RunningBaseline, reinforce_loss, retrieval_reward
 from fgsbir.losses.sequence import kl_loss, stroke_nll
 from fgsbir.models.discriminator import PairDiscriminator, discriminator_weights
-from fgsbir.models.embedding import Embedder, EmbeddingNet, build_embedding_net
+from fgsbir.models.embedding import ARCH_KEYS, Embedder, EmbeddingNet, build_embedding_net
 from fgsbir.models.generator import Encoding, SampleResult, samples_to_sketches
 from fgsbir.runs import (
     METRICS_FILE,
@@ -99,7 +102,7 @@ DISCRIMINATOR_DIR = "discriminator"
 START_RETRIEVAL_DIR = "start_retrieval"
 START_GENERATOR_DIR = "start_generator"
 # Retrieval-model settings that come from the start run (architecture and preprocessing).
-_ARCH_KEYS = ("backbone", "embedding_dim", "dropout", "image_size", "line_width")
+_ARCH_KEYS = (*ARCH_KEYS, *(f.name for f in dataclasses.fields(Preprocessing)))
 # Settings that may change when a run is resumed; any other difference is refused.
 _RESUMABLE_CHANGES = {"out", "epochs", "time_budget_s", "device", "threads"}
 # Settings of the start runs that the semi-supervised configuration decides.
@@ -139,8 +142,7 @@ class SemiConfig:
     weight_decay: float = 1e-4
     margin: float = 0.2
     negatives: NegativeMining = "hardest"
-    augment: Augmentation = field(default_factory=Augmentation)  # labelled pairs; unlabelled
-    # photos get its photo part without flips
+    augment: Augmentation = field(default_factory=Augmentation)  # unlabelled photos: no flips
     generated_weight: float = 1.0  # triplet loss on generated pairs, relative to real pairs
     disc_weighting: bool = True  # weight generated pairs by the discriminator's scores
     distillation: bool = True
@@ -466,7 +468,7 @@ class _SemiTrainer:
             with torch.no_grad():
                 feature_map = self.gen.feature_map(normalise(pixels[None] / 255.0).to(self.device))
             self._maps[i] = feature_map[0].half().cpu()
-            self._pixels[i] = photo_pixels(image, self.prep.image_size)
+            self._pixels[i] = input_pixels(image, self.prep)
 
     def _unlabelled_indices(self, step: int) -> list[int]:
         """The unlabelled photos of a step: consecutive slices of seeded permutations."""
@@ -693,7 +695,8 @@ class _SemiTrainer:
         return Embedder(self.model, self.prep, self.run_config, self.device)
 
     def _validate(self, train: dict[str, float], epoch_s: float) -> None:
-        """Log the epoch, score it on the validation split, keep the best models."""
+        """Log the epoch, score it on the validation split, keep the best retrieval model and
+        the latest generator and discriminator."""
         if train:
             self.log.log(
                 epoch=self.epoch, step=self.step, split="train", **train,
@@ -707,15 +710,17 @@ class _SemiTrainer:
             metrics, score = {}, float(self.epoch)
         if self.best is None or score > self.best[0]:
             self.best = (score, self.epoch)
-            selected = {"val": metrics, "best_epoch": self.epoch}
-            save_model(self.out, self.model, self.run_config, selected)
-            save_model(self.out / GENERATOR_DIR, self.gen, self.generator.config, selected)
-            disc_config = {
-                "kind": "discriminator",
-                "width": self.config.disc_width,
-                "image_size": self.config.disc_image_size,
-            }
-            save_model(self.out / DISCRIMINATOR_DIR, self.disc, disc_config, selected)
+            save_model(
+                self.out, self.model, self.run_config, {"val": metrics, "best_epoch": self.epoch}
+            )
+        latest = {"epoch": self.epoch, "step": self.step, "semi_run": str(self.out)}
+        save_model(self.out / GENERATOR_DIR, self.gen, self.generator.config, latest)
+        disc_config = {
+            "kind": "discriminator",
+            "width": self.config.disc_width,
+            "image_size": self.config.disc_image_size,
+        }
+        save_model(self.out / DISCRIMINATOR_DIR, self.disc, disc_config, latest)
         self.model.train()
 
     def _pictures(self, when: str) -> Path:
@@ -814,8 +819,8 @@ class _SemiTrainer:
             f"Joint training after Bhunia et al. (CVPR 2021) from the supervised run "
             f"`{self.start.retrieval_run}` and the generator `{self.start.generator_run}`, with "
             f"{self.run_config['data_info']['unlabelled_photos']} unlabelled photos ({switches}); "
-            f"{self.epoch} epochs, {metrics['joint_s']} s. The generator and discriminator of the "
-            f"selected epoch are in `{GENERATOR_DIR}/` and `{DISCRIMINATOR_DIR}/`.",
+            f"{self.epoch} epochs, {metrics['joint_s']} s. The generator and discriminator "
+            f"after the last epoch are in `{GENERATOR_DIR}/` and `{DISCRIMINATOR_DIR}/`.",
             "",
         ]
         return model_card(self.run_config, metrics) + "\n".join(lines)
@@ -829,6 +834,8 @@ def train_semi(config: SemiConfig) -> dict[str, Any]:
     (the start runs and the seconds spent training them here), ``val`` and ``test`` metric
     dicts (where the splits have sketches) and ``pictures``.
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise FgsbirError("semi-supervised training runs in one process; start it without torchrun")
     if config.threads:
         torch.set_num_threads(config.threads)
     state = load_resume_state(config.out)

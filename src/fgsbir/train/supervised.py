@@ -32,7 +32,7 @@ from fgsbir.device import DistributedContext
 from fgsbir.errors import FgsbirError
 from fgsbir.evaluate import evaluate_split, top_k
 from fgsbir.losses.metric import NegativeMining, TripletLoss
-from fgsbir.models.backbones import DEFAULT_BACKBONE
+from fgsbir.models.backbones import DEFAULT_BACKBONE, freeze_early_groups
 from fgsbir.models.embedding import Embedder, EmbeddingNet, build_embedding_net
 from fgsbir.runs import (
     METRICS_FILE,
@@ -56,7 +56,12 @@ _RESUMABLE_CHANGES = {"out", "epochs", "time_budget_s", "device"}
 
 @dataclass
 class TrainConfig:
-    """Everything a supervised training run depends on (saved in the run's ``config.json``)."""
+    """Everything a supervised training run depends on (saved in the run's ``config.json``).
+
+    The defaults are the recipe chosen on QMUL-Shoe-V1's validation split (see
+    ``benchmarks/supervised_shoe_v1.py``): photos enter as Sobel edge maps and the embedding is
+    a 4x4 grid of EfficientNet-Lite0's stride-16 features, at 128 px.
+    """
 
     data: str = "synthetic"  # a data-set folder or "synthetic"
     out: str = "runs/supervised"
@@ -68,12 +73,15 @@ class TrainConfig:
     pretrained: bool | str = True  # True: shipped ImageNet weights; a path: a weights file
     embedding_dim: int = 256
     dropout: float = 0.0
-    pool_grid: int = 1  # > 1: pool the last feature map to a grid (keeps spatial layout)
-    image_size: int = 160
-    line_width: float = 2.5
-    epochs: int = 10
+    feature_level: int | None = 3  # embed this feature level's map (None: the last layer's)
+    pool_grid: int = 4  # pool the feature map to a grid (keeps spatial layout); 1: global
+    freeze_groups: int = 0  # leading backbone layer groups (stem, stages) left untrained
+    image_size: int = 128
+    line_width: float = 2.0
+    photo_input: Literal["rgb", "sobel"] = "sobel"  # photos as colour, or as edge maps
+    epochs: int = 20
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float = 3e-4
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to 0 at the last epoch
     margin: float = 0.2
@@ -88,7 +96,7 @@ class TrainConfig:
 
 def demo_config(out: str | Path) -> TrainConfig:
     """A small model on the built-in synthetic data set: a few minutes on two CPU cores."""
-    return TrainConfig(data="synthetic", out=str(out), epochs=3, image_size=128)
+    return TrainConfig(data="synthetic", out=str(out), epochs=3)
 
 
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -190,6 +198,7 @@ class _Trainer:
 
         torch.manual_seed(config.seed)
         self.model: EmbeddingNet = build_embedding_net(self.run_config).to(ctx.device)
+        freeze_early_groups(self.model.backbone, config.freeze_groups)
         self.trained: torch.nn.Module = (
             DistributedDataParallel(
                 self.model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None
@@ -198,7 +207,9 @@ class _Trainer:
             else self.model
         )
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
         )
         total = config.epochs * len(self.loader)
         warmup = round(config.warmup_epochs * len(self.loader))
@@ -333,7 +344,11 @@ class _Trainer:
         self.model.load_state_dict(load_model_state(self.out))
         embedder = self._embedder()
         assert self.best is not None
-        metrics: dict[str, Any] = {"best_epoch": self.best[1], "epochs_trained": self.epoch}
+        metrics: dict[str, Any] = {
+            "best_epoch": self.best[1],
+            "epochs_trained": self.epoch,
+            "train_s": round(self.elapsed_s, 1),  # training and validation, over all sessions
+        }
         plot_training_curves(self.out / METRICS_FILE, self.out / CURVES_PNG)
         metrics["pictures"] = [str(self.out / CURVES_PNG)]
         for name in ("val", "test"):
@@ -352,8 +367,8 @@ class _Trainer:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or resume) a run; returns the selected model's metrics (on rank 0; ``{}`` elsewhere).
 
-    The result holds ``best_epoch``, ``epochs_trained``, ``val`` and ``test`` metric dicts (where
-    the splits have sketches) and ``pictures`` (paths of the PNG files written).
+    The result holds ``best_epoch``, ``epochs_trained``, ``train_s``, ``val`` and ``test`` metric
+    dicts (where the splits have sketches) and ``pictures`` (paths of the PNG files written).
     """
     ctx = DistributedContext.from_environment(config.device)
     try:

@@ -89,14 +89,26 @@ def test_canvas_is_fitted_with_aspect_kept_and_centred():
     assert rows.tolist() == [27, 28]  # the line lies on the boundary between rows 27 and 28
 
 
-def test_reference_rasteriser_draws_lines_and_dots():
+@pytest.mark.parametrize("lines", ["python", "skimage"])
+def test_reference_rasteriser_draws_lines_and_dots(lines: str):
     line = Sketch.from_strokes([[[50.5, 100.5], [150.5, 100.5]], [[10.5, 10.5]]], 224, 224)
-    ink = rasterise_reference(line, size=224, line_width=2.0)
+    ink = rasterise_reference(line, size=224, line_width=2.0, lines=lines)
     assert ink.dtype == np.float32 and ink.shape == (224, 224)
     np.testing.assert_array_equal(ink[99:102, 50:151], 1.0)  # 3 px: disc of radius 1
     assert ink[[98, 102]].sum() == 0
     assert ink[10, 10] == 1 and ink[9:12, 9:12].sum() == 5  # a dot dilated to a plus sign
-    assert rasterise_reference(Sketch(np.zeros((0, 3)))).sum() == 0
+    assert rasterise_reference(Sketch(np.zeros((0, 3))), lines=lines).sum() == 0
+
+
+def test_both_reference_line_drawers_draw_the_same_pixels():
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        points = np.column_stack([rng.uniform(-20, 276, (60, 2)), rng.random(60) < 0.15])
+        sketch = Sketch(points, 256, 256)
+        np.testing.assert_array_equal(
+            rasterise_reference(sketch, 224, 3.0, lines="python"),
+            rasterise_reference(sketch, 224, 3.0, lines="skimage"),
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -15,7 +15,8 @@ Shoe-V1 test split; results ``semi_shoe_v1``. ``--data synthetic``: the built-in
 200 other synthetic shoe photos as the unlabelled folder; results ``semi_synthetic``.
 
 Finished runs are cached (``results.json`` in the runs folder), so the table can be filled in over
-several invocations (e.g. ``--fractions 0.25`` first).
+several invocations, also at the same time on different fractions (e.g. ``--fractions 0.25
+--ablations`` beside ``--fractions 0.5 --ablations``), and recorded by a last one over all.
 """
 
 from __future__ import annotations
@@ -68,11 +69,11 @@ def data_setup(name: str) -> tuple[str, list[str], str]:
 def retrieval_config(
     args: argparse.Namespace, data: str, fraction: float, seed: int
 ) -> TrainConfig:
-    """The supervised settings, for the baseline and for the semi run's start run alike; the
-    epoch count only shapes the learning-rate schedule, the budget ends training."""
+    """The supervised recipe (``TrainConfig``'s defaults, chosen on Shoe-V1's validation split),
+    for the baseline and for the semi run's start run alike."""
     return TrainConfig(
         data=data, labelled_fraction=fraction, seed=seed, image_size=args.image_size,
-        epochs=args.epochs,
+        epochs=args.supervised_epochs,
     )  # fmt: skip
 
 
@@ -84,7 +85,7 @@ def semi_config(
         data=data, out=str(out), unlabelled=unlabelled, labelled_fraction=fraction, seed=seed,
         supervised=retrieval_config(args, data, fraction, seed),
         generator=GeneratorConfig(model=GeneratorArch(hidden=args.generator_hidden),
-                                  epochs=args.epochs),
+                                  epochs=args.generator_epochs),
         epochs=args.epochs, time_budget_s=args.budget_s, **changes,
     )  # fmt: skip
 
@@ -132,7 +133,11 @@ class Cache:
         self.used.append(key)
         if key not in self.items:
             began = time.monotonic()
-            self.items[key] = {**compute(), "wall_s": round(time.monotonic() - began, 1)}
+            result = {**compute(), "wall_s": round(time.monotonic() - began, 1)}
+            # another invocation (other fractions, say) may have added results meanwhile
+            if self.path.exists():
+                self.items.update(json.loads(self.path.read_text()))
+            self.items[key] = result
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.items, indent=1))
         return self.items[key]
@@ -146,15 +151,24 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.5, 0.25])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS))
-    parser.add_argument("--image-size", type=int, default=None, help="default 160 / 96")
+    parser.add_argument("--image-size", type=int, default=None, help="retrieval input (default: "
+                        f"{TrainConfig.image_size} / 96)")  # fmt: skip
     parser.add_argument("--generator-hidden", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=1000, help="upper bound (budget ends runs)")
+    parser.add_argument(
+        "--supervised-epochs",
+        type=int,
+        default=TrainConfig.epochs,
+        help="supervised baseline and start run (cosine schedule length)",
+    )
+    parser.add_argument("--generator-epochs", type=int, default=80, help="start generator")
+    parser.add_argument("--epochs", type=int, default=1000, help="joint training: upper bound "
+                        "(the budget ends it)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--note", default="", help="recorded with the results")
     args = parser.parse_args()
     shoe = args.data == "shoe-v1"
     args.budget_s = args.budget_s or (3600.0 if shoe else 240.0)
-    args.image_size = args.image_size or (160 if shoe else 96)
+    args.image_size = args.image_size or (TrainConfig.image_size if shoe else 96)
     torch.set_num_threads(args.threads)
 
     began = time.monotonic()
@@ -229,6 +243,8 @@ def main() -> None:
         "budget_s_per_run": args.budget_s,
         "settings": {
             "image_size": args.image_size,
+            "supervised_epochs": args.supervised_epochs,
+            "generator_epochs": args.generator_epochs,
             "generator_hidden": args.generator_hidden,
             "seeds": args.seeds,
             "semi_defaults": {

@@ -123,6 +123,33 @@ def load_resume_state(run_dir: str | Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def check_resumable(
+    run_dir: str | Path,
+    state: dict[str, Any] | None,
+    run_config: dict[str, Any],
+    resumable: set[str],
+) -> None:
+    """Refuse to train into ``run_dir`` when that would lose or mix work: a folder with a finished
+    model but no resume ``state``, or a stopped run whose settings differ from ``run_config`` in
+    a key outside ``resumable``."""
+    if state is None:
+        if (Path(run_dir) / MODEL_FILE).exists():
+            raise FgsbirError(
+                f"{run_dir}: holds a trained model but no resume state; choose a new --out"
+            )
+        return
+    changed = sorted(
+        key
+        for key in set(state["config"]) | set(run_config)
+        if key not in resumable and state["config"].get(key) != run_config.get(key)
+    )
+    if changed:
+        raise FgsbirError(
+            f"{run_dir}: holds a run with other settings ({', '.join(changed)}); "
+            "choose a new --out to start another run"
+        )
+
+
 def rng_state() -> dict[str, Any]:
     """The states of every random generator training touches (Python, NumPy, torch, CUDA)."""
     state: dict[str, Any] = {

@@ -73,8 +73,8 @@ from fgsbir.models.embedding import ARCH_KEYS, Embedder, EmbeddingNet, build_emb
 from fgsbir.models.generator import Encoding, SampleResult, samples_to_sketches
 from fgsbir.runs import (
     METRICS_FILE,
-    MODEL_FILE,
     MetricsLog,
+    check_resumable,
     load_model_state,
     load_resume_state,
     load_run_config,
@@ -412,23 +412,9 @@ class _SemiTrainer:
         }
 
     def _resume(self, state: dict[str, Any] | None) -> bool:
+        check_resumable(self.out, state, self.run_config, _RESUMABLE_CHANGES)
         if state is None:
-            if (self.out / MODEL_FILE).exists():
-                raise FgsbirError(
-                    f"{self.out}: holds a trained model but no resume state; choose a new --out"
-                )
             return False
-        changed = sorted(
-            key
-            for key in set(state["config"]) | set(self.run_config)
-            if key not in _RESUMABLE_CHANGES
-            and state["config"].get(key) != self.run_config.get(key)
-        )
-        if changed:
-            raise FgsbirError(
-                f"{self.out}: holds a run with other settings ({', '.join(changed)}); "
-                "choose a new --out to start another run"
-            )
         for name, module in self._modules().items():
             module.load_state_dict(state[name])
         set_rng_state(state["rng"])

@@ -36,8 +36,8 @@ from fgsbir.models.backbones import DEFAULT_BACKBONE, freeze_early_groups
 from fgsbir.models.embedding import Embedder, EmbeddingNet, build_embedding_net
 from fgsbir.runs import (
     METRICS_FILE,
-    MODEL_FILE,
     MetricsLog,
+    check_resumable,
     load_model_state,
     load_resume_state,
     rng_state,
@@ -227,23 +227,9 @@ class _Trainer:
 
     def _resume(self) -> None:
         state = load_resume_state(self.out)
+        check_resumable(self.out, state, self.run_config, _RESUMABLE_CHANGES)
         if state is None:
-            if (self.out / MODEL_FILE).exists():
-                raise FgsbirError(
-                    f"{self.out}: holds a trained model but no resume state; choose a new --out"
-                )
             return
-        changed = sorted(
-            key
-            for key in set(state["config"]) | set(self.run_config)
-            if key not in _RESUMABLE_CHANGES
-            and state["config"].get(key) != self.run_config.get(key)
-        )
-        if changed:
-            raise FgsbirError(
-                f"{self.out}: holds a run with other settings ({', '.join(changed)}); "
-                "choose a new --out to start another run"
-            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import ROOT, SHARED_DATA, record
+from generator import PRETRAIN_DATA
 
 from fgsbir.data.dataset import load_dataset
 from fgsbir.data.synthetic import ensure_synthetic
@@ -85,6 +86,8 @@ def semi_config(
         data=data, out=str(out), unlabelled=unlabelled, labelled_fraction=fraction, seed=seed,
         supervised=retrieval_config(args, data, fraction, seed),
         generator=GeneratorConfig(model=GeneratorArch(hidden=args.generator_hidden),
+                                  pretrain_data=str(SHARED_DATA / PRETRAIN_DATA),
+                                  pretrain_epochs=args.generator_pretrain_epochs,
                                   epochs=args.generator_epochs),
         epochs=args.epochs, time_budget_s=args.budget_s, **changes,
     )  # fmt: skip
@@ -160,7 +163,13 @@ def main() -> None:
         default=TrainConfig.epochs,
         help="supervised baseline and start run (cosine schedule length)",
     )
-    parser.add_argument("--generator-epochs", type=int, default=80, help="start generator")
+    parser.add_argument(
+        "--generator-pretrain-epochs",
+        type=int,
+        default=None,
+        help=f"start generator: tracing rendered {PRETRAIN_DATA} sketches (default 15 / 0)",
+    )
+    parser.add_argument("--generator-epochs", type=int, default=60, help="start generator: pairs")
     parser.add_argument("--epochs", type=int, default=1000, help="joint training: upper bound "
                         "(the budget ends it)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
@@ -169,6 +178,8 @@ def main() -> None:
     shoe = args.data == "shoe-v1"
     args.budget_s = args.budget_s or (3600.0 if shoe else 240.0)
     args.image_size = args.image_size or (TrainConfig.image_size if shoe else 96)
+    if args.generator_pretrain_epochs is None:
+        args.generator_pretrain_epochs = 15 if shoe else 0
     torch.set_num_threads(args.threads)
 
     began = time.monotonic()
@@ -244,6 +255,7 @@ def main() -> None:
         "settings": {
             "image_size": args.image_size,
             "supervised_epochs": args.supervised_epochs,
+            "generator_pretrain_epochs": args.generator_pretrain_epochs,
             "generator_epochs": args.generator_epochs,
             "generator_hidden": args.generator_hidden,
             "seeds": args.seeds,

@@ -15,11 +15,13 @@ from safetensors.torch import load_file
 
 import fgsbir.train.generator as train_module
 from fgsbir.cli import main
+from fgsbir.data.transforms import Preprocessing, input_pixels, normalise
 from fgsbir.runs import load_resume_state
 from fgsbir.sketch.io import read_stroke_json, read_svg
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import (
     GeneratorConfig,
+    TrainedGenerator,
     load_generator,
     mirrored,
     on_canvas,
@@ -130,6 +132,23 @@ def test_loaded_generator_draws_sketches_on_the_canvas(trained: tuple[Path, dict
     np.testing.assert_array_equal(sketches[0].points, again[0].points)  # greedy: deterministic
     result = generator.sample(photos, temperature=1.0)
     assert result.log_prob.requires_grad and torch.isfinite(result.log_prob).all()
+
+
+def test_loaded_generator_sees_photos_as_its_architecture_says(
+    trained: tuple[Path, dict],
+) -> None:
+    out, _ = trained
+    photo = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(photo).rectangle((16, 16, 47, 47), fill="red")
+    generator = load_generator(out)
+    assert generator.model.arch.photo_input == "sobel"  # the default
+    for photo_input in ("sobel", "rgb"):
+        generator.model.arch.photo_input = photo_input
+        seen = TrainedGenerator(generator.model, generator.config, generator.device)
+        pixels = input_pixels(photo, Preprocessing(64, photo_input=photo_input))
+        torch.testing.assert_close(
+            seen.photo_tensor([photo])[0], normalise(pixels[None] / 255.0)[0]
+        )
 
 
 def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:

@@ -33,8 +33,8 @@ from fgsbir.data.dataset import Dataset, SketchRecord, Split, load_dataset
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import (
     Preprocessing,
+    input_pixels,
     normalise,
-    photo_pixels,
     photos_to_tensor,
     sketch_images,
 )
@@ -182,6 +182,11 @@ class _ImageEncoder:
         return torch.cat(maps).half()
 
 
+def photo_preprocessing(arch: GeneratorArch) -> Preprocessing:
+    """How photos become the generator encoder's input."""
+    return Preprocessing(arch.image_size, photo_input=arch.photo_input)
+
+
 def _variants(flip: bool) -> list[bool]:
     return [False, True] if flip else [False]
 
@@ -197,7 +202,8 @@ def _paired_set(
     """Sequences of a split's sketches (already prepared) drawn from its photos."""
     used = sorted({r.photo for r in split.sketches})
     slot = {photo: i for i, photo in enumerate(used)}
-    pixels = torch.stack([photo_pixels(load_photo(split.photos[p]), arch.image_size) for p in used])
+    prep = photo_preprocessing(arch)
+    pixels = torch.stack([input_pixels(load_photo(split.photos[p]), prep) for p in used])
     images, strokes, lengths = [], [], []
     for mirror in _variants(flip):
         shown = pixels.flip(-1) if mirror else pixels
@@ -608,7 +614,7 @@ class TrainedGenerator:
         self.device = device
         self.scale = float(run_config["scale"])
         self.canvas = float(run_config["canvas"])
-        self.prep = Preprocessing(model.arch.image_size, float(run_config["line_width"]))
+        self.prep = photo_preprocessing(model.arch)
 
     def photo_tensor(self, photos: Sequence[Image.Image]) -> torch.Tensor:
         """Network input ``(B, 3, S, S)`` for PIL photos, on the model's device."""

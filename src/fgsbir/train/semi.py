@@ -59,7 +59,6 @@ from fgsbir.data.transforms import (
     augment_photo,
     input_pixels,
     normalise,
-    photo_pixels,
     sketches_to_tensor,
 )
 from fgsbir.device import select_device
@@ -450,7 +449,7 @@ class _SemiTrainer:
             if i in self._maps:
                 continue
             image = load_photo(self.dataset.unlabelled[i])
-            pixels = photo_pixels(image, self.gen.arch.image_size)
+            pixels = input_pixels(image, self.generator.prep)
             with torch.no_grad():
                 feature_map = self.gen.feature_map(normalise(pixels[None] / 255.0).to(self.device))
             self._maps[i] = feature_map[0].half().cpu()

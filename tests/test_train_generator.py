@@ -188,6 +188,17 @@ def test_non_finite_step_is_skipped_and_counted(
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
+def test_labelled_fraction_keeps_a_share_of_the_training_sketches(
+    data: Path, tmp_path: Path
+) -> None:
+    """8 training photos, 2 of them validation: 6 pairs, of which half keep their sketch."""
+    for fraction, pairs in ((1.0, 6), (0.5, 3)):
+        out = tmp_path / f"f{fraction}"
+        train_generator(_config(data, out, epochs=1, labelled_fraction=fraction))
+        info = json.loads((out / "config.json").read_text())["data_info"]
+        assert info["train_sketches"] == pairs
+
+
 @pytest.mark.parametrize("with_photos", [False, True])
 def test_pretraining_comes_first(data: Path, tmp_path: Path, with_photos: bool) -> None:
     """Sketch-only data is pre-trained on with rendered sketches as input, pairs with photos."""

@@ -21,7 +21,13 @@ from fgsbir.models.embedding import load_embedder
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.runs import load_resume_state, read_metrics
 from fgsbir.train.generator import GeneratorConfig, load_generator
-from fgsbir.train.semi import SemiConfig, _SemiTrainer, generator_faithfulness, train_semi
+from fgsbir.train.semi import (
+    SemiConfig,
+    _SemiTrainer,
+    _start_config,
+    generator_faithfulness,
+    train_semi,
+)
 from fgsbir.train.supervised import TrainConfig
 
 BACKBONE = "test_efficientnet"  # timm's tiny test network: the test is about the training loop
@@ -177,3 +183,11 @@ def test_resumed_run_matches_an_uninterrupted_one(
     assert without_time("resumed") == without_time("straight")  # no doubled records
     with pytest.raises(FgsbirError, match=r"other settings.*pg_weight"):
         train_semi(tiny_config(data, tmp_path / "resumed", pg_weight=2.0, **starts))
+
+
+def test_start_runs_train_on_the_labelled_share_within_their_budget(tmp_path: Path) -> None:
+    config = SemiConfig(data="pairs", labelled_fraction=0.25, seed=3, time_budget_s=100.0)
+    for template, share in ((config.supervised, 0.4), (config.generator, 0.2)):
+        start = _start_config(template, config, tmp_path / "start", share)
+        assert (start.data, start.labelled_fraction, start.seed) == ("pairs", 0.25, 3)
+        assert start.out == str(tmp_path / "start") and start.time_budget_s == 100.0 * share

@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data-set folder of pairs, or 'synthetic'")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--labelled-fraction", type=float, metavar="F")
     p.add_argument("--format", help="force a data-set layout instead of detecting it")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file of GeneratorConfig settings")
     p.add_argument(
@@ -63,6 +64,7 @@ def _train(args: argparse.Namespace) -> int:
         data=args.data,
         out=args.out,
         epochs=args.epochs,
+        labelled_fraction=args.labelled_fraction,
         format=args.format,
     )
     result = train_generator(config)

@@ -82,6 +82,7 @@ class GeneratorConfig:
     data: str = "synthetic"  # a data-set folder (photo-sketch pairs) or "synthetic"
     out: str = "runs/generator"
     format: str | None = None  # force a data-set layout instead of detecting it
+    labelled_fraction: float = 1.0  # train on the sketches of this seeded share of the photos
     val_fraction: float = 0.1
     on_error: Literal["raise", "warn"] = "raise"
     pretrain_data: str | None = None  # a data folder (pairs or sketch-only) or a sketch-rnn .npz
@@ -357,6 +358,7 @@ class _Trainer:
         self.dataset: Dataset = load_dataset(
             config.data,
             format=config.format,
+            labelled_fraction=config.labelled_fraction,
             val_fraction=config.val_fraction,
             seed=config.seed,
             on_error=config.on_error,

@@ -48,6 +48,8 @@ from fgsbir.train.semi import SemiConfig, generator_faithfulness, train_semi
 from fgsbir.train.supervised import TrainConfig, train
 
 ABLATIONS = {
+    # the control: the same joint steps, but nothing learnt from the unlabelled photos
+    "no_generated_pairs": {"generated_weight": 0.0, "distillation": False},
     "no_disc_weighting": {"disc_weighting": False},
     "no_distillation": {"distillation": False},
     "no_policy_gradient": {"policy_gradient": False},

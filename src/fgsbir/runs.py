@@ -13,9 +13,9 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -113,6 +113,34 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
 def save_resume_state(run_dir: str | Path, state: dict[str, Any]) -> None:
     """Atomically save a training state (model, optimiser, schedule, epoch, RNG states...)."""
     _atomic_write(Path(run_dir) / RESUME_FILE, lambda p: torch.save(state, p))
+
+
+class Stateful(Protocol):
+    """Anything with PyTorch's ``state_dict`` / ``load_state_dict`` pair (modules, optimisers,
+    schedulers, ...)."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+def save_training_state(
+    run_dir: str | Path,
+    run_config: dict[str, Any],
+    parts: Mapping[str, Stateful],
+    **progress: Any,
+) -> None:
+    """Save what resuming a run needs: its settings, the state of every part, the random
+    generators' states and ``progress`` (epoch, step, best score, seconds spent...)."""
+    state = {name: part.state_dict() for name, part in parts.items()}
+    save_resume_state(run_dir, {"config": run_config, **state, "rng": rng_state(), **progress})
+
+
+def restore_training_state(state: dict[str, Any], parts: Mapping[str, Stateful]) -> None:
+    """Load the parts and random generators saved by :func:`save_training_state`."""
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    set_rng_state(state["rng"])
 
 
 def load_resume_state(run_dir: str | Path) -> dict[str, Any] | None:

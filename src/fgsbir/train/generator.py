@@ -51,14 +51,14 @@ from fgsbir.models.generator import (
 from fgsbir.runs import (
     METRICS_FILE,
     MetricsLog,
+    Stateful,
     check_resumable,
     load_model_state,
     load_resume_state,
     load_run_config,
-    rng_state,
+    restore_training_state,
     save_model,
-    save_resume_state,
-    set_rng_state,
+    save_training_state,
 )
 from fgsbir.sketch.io import read_sketchrnn_npz, write_png, write_stroke_json, write_svg
 from fgsbir.sketch.rasterise import rasterise
@@ -437,30 +437,19 @@ class _Trainer:
         check_resumable(self.out, state, self.run_config, _RESUMABLE_CHANGES)
         if state is None:
             return
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        restore_training_state(state, self._parts())
         self.epoch, self.step, self.skipped = state["epoch"], state["step"], state["skipped"]
         self.best, self.elapsed_s = state["best"], state["elapsed_s"]
         self.log.truncate_after(self.step)
 
+    def _parts(self) -> dict[str, Stateful]:
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+
     def _save_resume(self) -> None:
-        save_resume_state(
-            self.out,
-            {
-                "config": self.run_config,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(),
-                "epoch": self.epoch,
-                "step": self.step,
-                "skipped": self.skipped,
-                "best": self.best,
-                "elapsed_s": self.elapsed_s,
-            },
-        )
+        save_training_state(
+            self.out, self.run_config, self._parts(), epoch=self.epoch, step=self.step,
+            skipped=self.skipped, best=self.best, elapsed_s=self.elapsed_s,
+        )  # fmt: skip
 
     def _train_mode(self) -> None:
         self.model.train()

@@ -73,14 +73,14 @@ from fgsbir.models.generator import Encoding, SampleResult, samples_to_sketches
 from fgsbir.runs import (
     METRICS_FILE,
     MetricsLog,
+    Stateful,
     check_resumable,
     load_model_state,
     load_resume_state,
     load_run_config,
-    rng_state,
+    restore_training_state,
     save_model,
-    save_resume_state,
-    set_rng_state,
+    save_training_state,
 )
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import (
@@ -399,7 +399,7 @@ class _SemiTrainer:
         model.load_state_dict(load_model_state(run_dir))
         return model.to(self.device)
 
-    def _modules(self) -> dict[str, Any]:
+    def _parts(self) -> dict[str, Stateful]:
         return {
             "model": self.model,
             "optimizer": self.optimizer,
@@ -414,29 +414,18 @@ class _SemiTrainer:
         check_resumable(self.out, state, self.run_config, _RESUMABLE_CHANGES)
         if state is None:
             return False
-        for name, module in self._modules().items():
-            module.load_state_dict(state[name])
-        set_rng_state(state["rng"])
+        restore_training_state(state, self._parts())
         self.epoch, self.step, self.skipped = state["epoch"], state["step"], state["skipped"]
         self.best, self.elapsed_s = state["best"], state["elapsed_s"]
         self.log.truncate_after(self.step)
         return True
 
     def _save_resume(self) -> None:
-        save_resume_state(
-            self.out,
-            {
-                "config": self.run_config,
-                **{name: module.state_dict() for name, module in self._modules().items()},
-                "start": dataclasses.asdict(self.start),
-                "rng": rng_state(),
-                "epoch": self.epoch,
-                "step": self.step,
-                "skipped": self.skipped,
-                "best": self.best,
-                "elapsed_s": self.elapsed_s,
-            },
-        )
+        save_training_state(
+            self.out, self.run_config, self._parts(), start=dataclasses.asdict(self.start),
+            epoch=self.epoch, step=self.step, skipped=self.skipped, best=self.best,
+            elapsed_s=self.elapsed_s,
+        )  # fmt: skip
 
     # -- data ----------------------------------------------------------------------------------
 

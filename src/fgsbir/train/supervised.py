@@ -116,8 +116,16 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"loss (margin {config['margin']}, {config['negatives']} in-batch negatives) on "
         f"`{config['data']}` (labelled fraction {config['labelled_fraction']}).",
         "",
-        f"Inputs: {config['image_size']} px; photos padded to a white square, sketches rasterised "
-        f"as black ink {config['line_width']} px wide; ImageNet normalisation.",
+        f"Inputs: {config['image_size']} px; photos padded to a white square"
+        f"{' and drawn as Sobel edge maps' if config.get('photo_input') == 'sobel' else ''}, "
+        f"sketches rasterised as black ink {config['line_width']} px wide; ImageNet "
+        "normalisation. Features: "
+        + (
+            f"feature level {config['feature_level']} of the backbone"
+            if config.get("feature_level") is not None
+            else "the backbone's last feature map"
+        )
+        + f", average-pooled to a {config.get('pool_grid', 1)}x{config.get('pool_grid', 1)} grid.",
         "",
         f"Best epoch on the validation split: {metrics.get('best_epoch')}.",
         "",

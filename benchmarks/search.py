@@ -1,7 +1,8 @@
 """Search benchmark: sketch-to-top-10 latency at 10k, 100k and 1M photos, approximate-index recall,
 indexing throughput on real photos, and 8 concurrent clients against ``fgsbir serve``.
 
-The model is the default architecture (EfficientNet-Lite0 at 224 px, 256-d embeddings) with
+The model is the default architecture and preprocessing of ``fgsbir train`` (EfficientNet-Lite0
+up to its stride-16 features on a 4x4 grid, 128 px, photos as edge maps, 256-d embeddings) with
 untrained weights: timings do not depend on the weights. Query sketches are real human sketches
 (QMUL-Chair-V2) when ``../shared/data`` is present, else synthetic ones. Random unit vectors stand
 in for photo embeddings at scale, drawn two ways:
@@ -40,19 +41,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import SHARED_DATA, record
 
+from fgsbir.config import config_to_dict
 from fgsbir.data.synthetic import PICKLE_NAME, ensure_synthetic
 from fgsbir.index import GalleryIndex, build_index
-from fgsbir.models.embedding import Embedder, build_embedding_net, load_embedder
+from fgsbir.models.embedding import ARCH_KEYS, Embedder, build_embedding_net, load_embedder
 from fgsbir.runs import save_model
 from fgsbir.sketch.io import read_qmul_pickle
 from fgsbir.sketch.strokes import Sketch
+from fgsbir.train.supervised import TrainConfig
 
-MODEL_CONFIG = {
-    "backbone": "efficientnet_lite0",
-    "pretrained": False,
-    "embedding_dim": 256,
-    "image_size": 224,
-}
+MODEL_CONFIG = {**config_to_dict(TrainConfig()), "kind": "embedding", "pretrained": False}
+"""The default retrieval model's architecture and preprocessing (``TrainConfig``), untrained."""
+MODEL_KEYS = (*ARCH_KEYS, "image_size", "line_width", "photo_input")
 K = 10
 
 
@@ -323,7 +323,8 @@ def main() -> None:
         sketches, source = query_sketches(100, tmp)
         results: dict[str, Any] = {
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "model": "EfficientNet-Lite0, 224 px, 256-d embedding (untrained weights), CPU",
+            "model": "fgsbir train's default architecture (untrained weights), CPU",
+            "model_config": {k: MODEL_CONFIG[k] for k in MODEL_KEYS},
             "query_sketches": source,
             "exact": {},
         }

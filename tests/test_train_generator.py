@@ -199,14 +199,28 @@ def test_labelled_fraction_keeps_a_share_of_the_training_sketches(
         assert info["train_sketches"] == pairs
 
 
-@pytest.mark.parametrize("with_photos", [False, True])
-def test_pretraining_comes_first(data: Path, tmp_path: Path, with_photos: bool) -> None:
-    """Sketch-only data is pre-trained on with rendered sketches as input, pairs with photos."""
-    source = data
-    if not with_photos:
-        source = tmp_path / "sketch-only"
-        source.mkdir()
+@pytest.mark.parametrize(
+    ("source_kind", "pretrain_input"),
+    [
+        ("sketches", "rendered sketches"),
+        ("pairs", "photos"),
+        ("photos", "photos, with their traced edge maps as sketches"),
+    ],
+)
+def test_pretraining_comes_first(
+    data: Path, tmp_path: Path, source_kind: str, pretrain_input: str
+) -> None:
+    """Sketch-only data is pre-trained on with rendered sketches as input, pairs with photos,
+    and a folder of photos only with the photos' traced edge maps as their sketches."""
+    source = tmp_path / source_kind
+    source.mkdir()
+    if source_kind == "pairs":
+        source = data
+    elif source_kind == "sketches":
         (source / "Tiny_Coordinate").write_bytes((data / "Tiny_Coordinate").read_bytes())
+    else:
+        for photo in sorted((data / "photo").iterdir())[:8]:
+            (source / photo.name).write_bytes(photo.read_bytes())
     out = tmp_path / "run"
     config = _config(data, out, epochs=1, pretrain_data=str(source), pretrain_epochs=2)
     result = train_generator(config)
@@ -214,8 +228,8 @@ def test_pretraining_comes_first(data: Path, tmp_path: Path, with_photos: bool) 
     assert [r["phase"] for r in records if r["split"] == "train"] == ["pretrain"] * 2 + ["pairs"]
     assert result["epochs_trained"] == 3
     info = json.loads((out / "config.json").read_text())["data_info"]
-    assert info["pretrain_sketches"] == 8  # the train keys of the pickle
-    assert info["pretrain_input"] == ("photos" if with_photos else "rendered sketches")
+    assert info["pretrain_sketches"] == 8  # the pickle's train keys, or the 8 photos' outlines
+    assert info["pretrain_input"] == pretrain_input
     assert f"after 2 epochs on `{source}`" in (out / "README.md").read_text()
 
 

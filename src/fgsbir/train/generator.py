@@ -5,9 +5,10 @@ RDP, limited to ``model.max_points`` points and turned into stroke-5 in units of
 scale factor (stored in the run's ``config.json``). The backbone is frozen by default, so the
 feature maps of every training image (and of its mirror image, for flip augmentation) are computed
 once; the projection, attention, latent and decoder learn on top. With ``pretrain_data`` the
-run starts with ``pretrain_epochs`` epochs on that data -- its photo-sketch pairs, or for
+run starts with ``pretrain_epochs`` epochs on that data -- its photo-sketch pairs; for
 sketch-only data (a QMUL stroke pickle without photos, a sketch-rnn ``.npz``) the rendered sketch
-as the image input -- before the ``epochs`` on the photo-sketch pairs of ``data``.
+as the image input; for a folder of photos only, the photos with their traced edge maps as
+sketches (:mod:`fgsbir.data.edge_sketches`) -- before the ``epochs`` on the pairs of ``data``.
 
 Each epoch is scored by the per-point NLL of the validation sketches (``z`` = the posterior mean);
 the best epoch's weights are the run's ``model.safetensors``. A step whose loss or gradient is not
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from fgsbir.config import config_to_dict
 from fgsbir.data.dataset import Dataset, SketchRecord, Split, load_dataset
+from fgsbir.data.edge_sketches import edge_sketch_split
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import (
     Preprocessing,
@@ -85,7 +87,7 @@ class GeneratorConfig:
     labelled_fraction: float = 1.0  # train on the sketches of this seeded share of the photos
     val_fraction: float = 0.1
     on_error: Literal["raise", "warn"] = "raise"
-    pretrain_data: str | None = None  # a data folder (pairs or sketch-only) or a sketch-rnn .npz
+    pretrain_data: str | None = None  # data folder (pairs, sketches or photos) or sketch-rnn .npz
     pretrain_epochs: int = 0
     model: GeneratorArch = field(default_factory=GeneratorArch)
     pretrained: bool | str = True  # backbone: shipped ImageNet weights, a weights file, or none
@@ -239,15 +241,20 @@ def _sketch_only_set(
     return SequenceSet(torch.stack(strokes), torch.stack(lengths), torch.stack(images), owner)
 
 
-def _pretrain_split(source: str, config: GeneratorConfig) -> Split:
-    """The training split of the pre-training source: a sketch-rnn ``.npz`` or a data folder."""
+def _pretrain_split(source: str, config: GeneratorConfig) -> tuple[Split, str]:
+    """The training split of the pre-training source and what the decoder looks at in it: a
+    sketch-rnn ``.npz`` or sketch-only data (rendered sketches), a data folder with pairs
+    (photos), or a folder of photos only (paired with their traced edge maps)."""
     if source.endswith(".npz"):
         sketches = read_sketchrnn_npz(source).get("train", [])
-        return Split(
-            [], [SketchRecord(s, None, f"{source}:train/{i}") for i, s in enumerate(sketches)]
-        )
+        records = [SketchRecord(s, None, f"{source}:train/{i}") for i, s in enumerate(sketches)]
+        return Split([], records), "rendered sketches"
     data = load_dataset(source, val_fraction=0.0, seed=config.seed, on_error=config.on_error)
-    return data.train
+    if data.train.sketches or not data.unlabelled:
+        paired = _pairs(data.train).sketches
+        return data.train, "photos" if paired else "rendered sketches"
+    traced = edge_sketch_split(data.unlabelled, config.model.max_points)
+    return traced, "photos, with their traced edge maps as sketches"
 
 
 def _prepared(sketches: Sequence[Sketch], rdp_epsilon: float, max_points: int) -> list[Sketch]:
@@ -368,10 +375,10 @@ class _Trainer:
             raise FgsbirError(f"{config.data}: no photo-sketch pairs to train on")
         limit = (config.rdp_epsilon, arch.max_points)
         train_sketches = _prepared([r.sketch for r in train.sketches], *limit)
-        pretrain = (
+        pretrain, pretrain_input = (
             _pretrain_split(config.pretrain_data, config)
             if config.pretrain_data and config.pretrain_epochs > 0
-            else Split()
+            else (Split(), "none")
         )
         pretrain_pairs = _pairs(pretrain)  # photos as the input where the source has them
         pretrain_records = pretrain_pairs.sketches or [
@@ -391,7 +398,7 @@ class _Trainer:
                 "val_sketches": len(self.dataset.val.sketches),
                 "test_sketches": len(self.dataset.test.sketches),
                 "pretrain_sketches": len(pretrain_sketches),
-                "pretrain_input": "photos" if pretrain_pairs.sketches else "rendered sketches",
+                "pretrain_input": pretrain_input,
             },
         }
 

@@ -317,7 +317,8 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short README.md for a generator run folder."""
     arch = config["model"]
     pretraining = (
-        f" after {config['pretrain_epochs']} epochs on `{config['pretrain_data']}`"
+        f" after {config['pretrain_epochs']} epochs on `{config['pretrain_data']}` "
+        f"({config['data_info']['pretrain_input']})"
         if config["pretrain_data"] and config["data_info"]["pretrain_sketches"]
         else ""
     )

@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -233,10 +234,11 @@ def main() -> None:
 
             per_method["supervised"].append(cache.get(f"{tag}/supervised", supervised))
             per_method["semi"].append(cache.get(f"{tag}/semi", semi))
-            per_method["control"].append(
-                cache.get(f"{tag}/control", lambda t=tag, f=fraction, s=seed: variant_of_semi(
-                    args, data, unlabelled, runs, cache, t, f, s, "control", CONTROL))
+            control = partial(
+                variant_of_semi, args, data, unlabelled, runs, cache, tag, fraction, seed,
+                "control", CONTROL,
             )  # fmt: skip
+            per_method["control"].append(cache.get(f"{tag}/control", control))
             semi_runs[(fraction, seed)] = semi_out
         table[f"{fraction:g}"] = {method: summary(r) for method, r in per_method.items()}
 
@@ -247,13 +249,11 @@ def main() -> None:
         "control": cache.items[f"{tag}/control"],
     }  # fmt: skip
     for variant in args.ablations:
-        ablation[variant] = cache.get(
-            f"{tag}/ablation-{variant}",
-            lambda v=variant: variant_of_semi(
-                args, data, unlabelled, runs, cache, tag, smallest, seed, f"ablation-{v}",
-                ABLATIONS[v],
-            ),
+        ablate = partial(
+            variant_of_semi, args, data, unlabelled, runs, cache, tag, smallest, seed,
+            f"ablation-{variant}", ABLATIONS[variant],
         )  # fmt: skip
+        ablation[variant] = cache.get(f"{tag}/ablation-{variant}", ablate)
 
     judge_dir = runs / f"f{fractions[0]:g}-s{args.seeds[0]}" / "supervised"
     judge = load_embedder(judge_dir)
@@ -270,9 +270,9 @@ def main() -> None:
             result["chance"] = found["chance"]
             return result
 
-        tag = f"f{fraction:g}-s{run_seed}"
-        faithfulness[tag] = cache.get(
-            f"{tag}/faithfulness-judged-by-{judge_dir.parent.name}", faithful
+        run_tag = f"f{fraction:g}-s{run_seed}"
+        faithfulness[run_tag] = cache.get(
+            f"{run_tag}/faithfulness-judged-by-{judge_dir.parent.name}", faithful
         )
 
     results = {

@@ -18,14 +18,16 @@ every model choice is made on the validation split.
 Shoe-V1 test split; results ``semi_shoe_v1``. ``--data synthetic``: the built-in data set, with
 200 other synthetic shoe photos as the unlabelled folder; results ``semi_synthetic``.
 
-Finished runs are cached (``results.json`` in the runs folder), so the table can be filled in over
-several invocations, also at the same time on different fractions (e.g. ``--fractions 0.25
---ablations`` beside ``--fractions 0.5 --ablations``), and recorded by a last one over all.
+Finished runs are cached (``results.json`` in a runs folder named by a hash of the settings), so
+the table can be filled in over several invocations, also at the same time on different fractions
+(e.g. ``--fractions 0.25 --ablations`` beside ``--fractions 0.5 --ablations``), and recorded by a
+last one over all.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -43,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import ROOT, SHARED_DATA, record
 
+from fgsbir.config import config_to_dict
 from fgsbir.data.dataset import load_dataset
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.models.embedding import load_embedder
@@ -142,6 +145,16 @@ def variant_of_semi(
     return scores(train_semi(replace(config, time_budget_s=joint_budget)))
 
 
+def settings_digest(args: argparse.Namespace, data: str, unlabelled: list[str]) -> str:
+    """A short hash of everything a run depends on but its fraction, seed and folder (the code's
+    defaults included), naming the runs folder: cached results never outlive their settings."""
+    settings = config_to_dict(semi_config(args, data, unlabelled, 1.0, 0, Path()))
+    for config in (settings, settings["supervised"]):
+        for key in ("out", "labelled_fraction", "seed"):
+            config.pop(key)
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
 class Cache:
     """Finished runs' scores, so a later invocation does not train them again."""
 
@@ -211,7 +224,7 @@ def main() -> None:
     began = time.monotonic()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     data, unlabelled, name = data_setup(args.data)
-    runs = ROOT / "runs" / f"bench-{name}-b{args.budget_s:g}-s{args.image_size}"
+    runs = ROOT / "runs" / f"bench-{name}-{settings_digest(args, data, unlabelled)}"
     cache = Cache(runs)
     fractions = sorted(set(args.fractions), reverse=True)
     table: dict[str, Any] = {}
@@ -283,7 +296,7 @@ def main() -> None:
             "supervised_epochs": args.supervised_epochs,
             "generator_pretrain_epochs": args.generator_pretrain_epochs,
             "generator_epochs": args.generator_epochs,
-            "generator_hidden": args.generator_hidden,
+            "generator_model": asdict(GeneratorArch(hidden=args.generator_hidden)),
             "seeds": args.seeds,
             "seeds_at_smallest": args.seeds_at_smallest,
             "semi_defaults": {

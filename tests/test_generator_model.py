@@ -70,6 +70,29 @@ def test_decode_shapes(model: PhotoToSketch) -> None:
     assert mu.shape == (3, TINY.z_dim)
 
 
+def test_recurrent_dropout_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    model = PhotoToSketch(GeneratorArch(**{**TINY.__dict__, "dropout": 0.5}), pretrained=False)
+    inputs, h, c = torch.randn(4, TINY.feature_dim + 5), torch.randn(4, 32), torch.randn(4, 32)
+    model.eval()
+    plain = model.cell(inputs, (h, c))
+    for got, want in zip(model._advance(inputs, (h, c)), plain, strict=True):
+        torch.testing.assert_close(got, want)
+    model.train()
+    gates = model.cell.weight_ih @ inputs.T + model.cell.bias_ih[:, None]
+    gates = (gates + model.cell.weight_hh @ h.T + model.cell.bias_hh[:, None]).T
+    i, f, g, _ = gates.chunk(4, dim=-1)
+    _, dropped_c = model._advance(inputs, (h, c))
+    # each unit of the new memory keeps the forget path; the candidate is either dropped or
+    # scaled by 1 / (1 - p)
+    kept = torch.sigmoid(f) * c
+    candidate = torch.sigmoid(i) * torch.tanh(g)
+    dropped = torch.isclose(dropped_c, kept, atol=1e-6)
+    doubled = torch.isclose(dropped_c, kept + 2 * candidate, atol=1e-6)
+    assert bool((dropped | doubled).all())
+    assert 0 < int(dropped.sum()) < dropped.numel()
+
+
 def test_loss_decreases_on_a_fixed_batch(model: PhotoToSketch) -> None:
     model.train()
     photos = torch.randn(4, 3, TINY.image_size, TINY.image_size)

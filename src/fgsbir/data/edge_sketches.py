@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fgsbir.data.layouts import SketchRecord, Split
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import edge_pixels, photo_pixels
-from fgsbir.sketch.strokes import Sketch, simplify
+from fgsbir.sketch.strokes import Sketch
 from fgsbir.sketch.trace import trace_raster
 
 EDGE_SIZE = 256  # side of the square edge map that is traced, in pixels
@@ -44,7 +44,7 @@ def edge_sketch(
         epsilon: Ramer-Douglas-Peucker tolerance in pixels.
     """
     edges = edge_pixels(photo_pixels(photo, EDGE_SIZE))[0].numpy()
-    traced = simplify(trace_raster(edges, threshold, min_length, epsilon=1.0), epsilon)
+    traced = trace_raster(edges, threshold, min_length, epsilon)
     strokes = traced.strokes
     if len(traced.points) > max_points:
         lengths = [float(np.hypot(*np.diff(s, axis=0).T).sum()) for s in strokes]

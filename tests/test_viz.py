@@ -48,6 +48,11 @@ def test_training_curves_get_one_panel_per_kind_of_value(tmp_path: Path) -> None
     plot_training_curves(write_jsonl(tmp_path / "loss.jsonl", only_loss), png)
     assert size_of(png)[0] == 5 * DPI
 
+    # a generator run's validation records carry only its NLL
+    generator = [{"epoch": e, "step": e, "split": "val", "nll": 3.0 - 0.1 * e} for e in (1, 2)]
+    plot_training_curves(write_jsonl(tmp_path / "nll.jsonl", generator), png)
+    assert size_of(png)[0] == 5 * DPI
+
 
 def test_training_curves_tolerate_missing_keys(tmp_path: Path) -> None:
     # no split, a record without step (so epochs are the x axis), a record without the metric

@@ -34,7 +34,8 @@ FRAME_COLOUR = "#cccccc"
 
 # Panels of the training-curve figure: title, y label, which metric keys it plots.
 CURVE_PANELS: list[tuple[str, str, Callable[[str], bool]]] = [
-    ("Loss", "loss", lambda key: "loss" in key),
+    # "nll": the generator's per-point NLL, the validation score its epochs are chosen by
+    ("Loss", "loss", lambda key: "loss" in key or key == "nll"),
     ("Retrieval", "accuracy / MRR", lambda key: key.startswith("acc@") or key == "mrr"),
     ("Mean rank of the true photo", "mean rank", lambda key: key == "mean_rank"),
     ("Reward", "reward", lambda key: "reward" in key),

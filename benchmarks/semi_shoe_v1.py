@@ -145,10 +145,10 @@ def variant_of_semi(
     return scores(train_semi(replace(config, time_budget_s=joint_budget)))
 
 
-def settings_digest(args: argparse.Namespace, data: str, unlabelled: list[str]) -> str:
+def settings_digest(template: SemiConfig) -> str:
     """A short hash of everything a run depends on but its fraction, seed and folder (the code's
     defaults included), naming the runs folder: cached results never outlive their settings."""
-    settings = config_to_dict(semi_config(args, data, unlabelled, 1.0, 0, Path()))
+    settings = config_to_dict(template)
     for config in (settings, settings["supervised"]):
         for key in ("out", "labelled_fraction", "seed"):
             config.pop(key)
@@ -224,7 +224,8 @@ def main() -> None:
     began = time.monotonic()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     data, unlabelled, name = data_setup(args.data)
-    runs = ROOT / "runs" / f"bench-{name}-{settings_digest(args, data, unlabelled)}"
+    template = semi_config(args, data, unlabelled, 1.0, 0, Path())  # what every run shares
+    runs = ROOT / "runs" / f"bench-{name}-{settings_digest(template)}"
     cache = Cache(runs)
     fractions = sorted(set(args.fractions), reverse=True)
     table: dict[str, Any] = {}
@@ -296,7 +297,7 @@ def main() -> None:
             "supervised_epochs": args.supervised_epochs,
             "generator_pretrain_epochs": args.generator_pretrain_epochs,
             "generator_epochs": args.generator_epochs,
-            "generator_model": asdict(GeneratorArch(hidden=args.generator_hidden)),
+            "generator_model": asdict(template.generator.model),
             "seeds": args.seeds,
             "seeds_at_smallest": args.seeds_at_smallest,
             "semi_defaults": {

@@ -93,7 +93,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise FgsbirError("--temperature must be at least 0")
     photos = [Path(p) for p in args.photos]
     reals = [_real_sketch(Path(args.real), p) for p in photos] if args.real else None
-    written = generate(
+    generated = generate(
         args.run_dir,
         photos,
         args.out,
@@ -102,5 +102,8 @@ def _generate(args: argparse.Namespace) -> int:
         real_sketches=reals,
         device=args.device,
     )
-    print(f"wrote {len(written)} files to {args.out} (grid: {Path(args.out) / 'grid.png'})")
+    grid = Path(args.out) / "grid.png"
+    print(f"wrote {len(generated.written)} files to {args.out} (grid: {grid})")
+    if generated.empty:
+        print(f"{len(generated.empty)} empty sample(s), not written: {', '.join(generated.empty)}")
     return 0

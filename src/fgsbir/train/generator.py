@@ -688,6 +688,14 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
+@dataclass
+class Generated:
+    """What :func:`generate` did: the files it wrote and the samples (``NAME_k``) left empty."""
+
+    written: list[Path] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+
+
 def generate(
     run_dir: str | Path,
     photos: Sequence[str | Path],
@@ -698,13 +706,14 @@ def generate(
     grid_rows: int = 16,
     batch_size: int = 64,
     device: str | None = None,
-) -> list[Path]:
-    """Draw ``samples`` sketches of each photo into ``out_dir``; returns the files written.
+) -> Generated:
+    """Draw ``samples`` sketches of each photo into ``out_dir``.
 
     For photo ``NAME.jpg`` and sample ``k`` it writes ``NAME_k.svg``, ``NAME_k.png`` and
-    ``NAME_k.json`` (stroke JSON); ``grid.png`` shows the first ``grid_rows`` photos beside their
-    sketches (and ``real_sketches[i]`` where given). Photos are read and drawn ``batch_size`` at a
-    time.
+    ``NAME_k.json`` (stroke JSON), except for an empty sample (the model ended the sketch before
+    drawing anything), which no reader would accept: its name is listed in ``empty`` instead.
+    ``grid.png`` shows the first ``grid_rows`` photos beside their sketches (and
+    ``real_sketches[i]`` where given). Photos are read and drawn ``batch_size`` at a time.
     """
     generator = load_generator(run_dir, device)
     out_dir = Path(out_dir)
@@ -712,7 +721,7 @@ def generate(
     paths = [Path(p) for p in photos]
     names = _unique_names(paths)
     reals = list(real_sketches) if real_sketches is not None else [None] * len(paths)
-    written: list[Path] = []
+    result = Generated()
     rows = []
     for start in range(0, len(paths), batch_size):
         images = [load_photo(p) for p in paths[start : start + batch_size]]
@@ -721,12 +730,15 @@ def generate(
             i = start + j
             for k in range(samples):
                 stem = out_dir / f"{names[i]}_{k}"
+                if drawn[k][j].is_empty:
+                    result.empty.append(stem.name)
+                    continue
                 for suffix, write in _WRITERS:
                     write(drawn[k][j], stem.with_suffix(suffix))
-                    written.append(stem.with_suffix(suffix))
+                    result.written.append(stem.with_suffix(suffix))
             if i < grid_rows:
                 rows.append((image, [d[j] for d in drawn], reals[i], None))
     if rows:
         sketch_photo_grid(rows, out_dir / "grid.png")
-        written.append(out_dir / "grid.png")
-    return written
+        result.written.append(out_dir / "grid.png")
+    return result

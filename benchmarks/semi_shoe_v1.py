@@ -10,7 +10,9 @@ pairs alone, given the semi run's time. The ablation, at the smallest fraction, 
 semi run's start runs and gives each variant (one part switched off) the joint time the full run
 had. Generator faithfulness (issue 3's ``faithful_acc@K``: the greedy generated
 sketch of each test photo queries all test photos) is judged before and after joint training by
-one fixed model, the supervised run at the largest fraction. Test metrics are only reported:
+one fixed model, the supervised run at the largest fraction; the same judge tells whether each
+semi run's final discriminator favours the faithful generated pairs (sketches sampled as in joint
+training: its probability-weighted MRR against the plain one). Test metrics are only reported:
 every model choice is made on the validation split.
 
 ``--data shoe-v1``: labelled ``../shared/data/qmul-shoe-v1`` (train), unlabelled
@@ -50,8 +52,9 @@ from fgsbir.data.dataset import load_dataset
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.models.embedding import load_embedder
 from fgsbir.models.generator import GeneratorArch
+from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
 from fgsbir.train.generator import GeneratorConfig, load_generator
-from fgsbir.train.semi import SemiConfig, generator_faithfulness, train_semi
+from fgsbir.train.semi import SemiConfig, train_semi
 from fgsbir.train.supervised import TrainConfig, train
 
 CONTROL = {"generated_weight": 0.0, "distillation": False}
@@ -273,6 +276,7 @@ def main() -> None:
     judge = load_embedder(judge_dir)
     test = load_dataset(data).test
     faithfulness: dict[str, Any] = {"judge": str(judge_dir.relative_to(ROOT)), "temperature": 0}
+    discriminator: dict[str, Any] = {"temperature": template.temperature}
     for (fraction, run_seed), folder in semi_runs.items():
 
         def faithful(folder: Path = folder) -> dict:
@@ -288,6 +292,13 @@ def main() -> None:
         faithfulness[run_tag] = cache.get(
             f"{run_tag}/faithfulness-judged-by-{judge_dir.parent.name}", faithful
         )
+
+        def weighting(folder: Path = folder) -> dict:
+            found = discriminator_faithfulness(folder, judge, test, template.temperature)
+            return {key: round(value, 4) for key, value in found.items()}
+
+        weighting_tag = f"{run_tag}/discriminator-judged-by-{judge_dir.parent.name}"
+        discriminator[run_tag] = cache.get(weighting_tag, weighting)
 
     results = {
         "data": args.data,
@@ -310,6 +321,7 @@ def main() -> None:
         "fractions": table,
         "ablation": ablation,
         "faithfulness": faithfulness,
+        "discriminator_weighting": discriminator,
         "load_average": {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "note": args.note,
         "wall_s": cache.total_s(),  # all the runs above, including earlier invocations' ones

@@ -13,6 +13,7 @@ from fgsbir.data.transforms import (
     Preprocessing,
     input_pixels,
     photos_to_tensor,
+    sketch_ink,
     sketches_to_tensor,
 )
 from fgsbir.models.embedding import Embedder, build_embedding_net, load_embedder
@@ -54,6 +55,10 @@ def test_sketch_tensor_is_black_ink_on_white() -> None:
     assert x.shape == (1, 3, 64, 64)
     assert torch.allclose(x[0, :, 5, 30], white, atol=1e-5)  # paper far from the line
     assert torch.allclose(x[0, :, 32, 30], black, atol=1e-5)  # on the line (rows 30.5..33.5)
+    ink = sketch_ink(x)  # and back: the raster the discriminator sees
+    assert ink.shape == (1, 1, 64, 64)
+    assert ink[0, 0, 5, 30] == pytest.approx(0.0, abs=1e-5)
+    assert ink[0, 0, 32, 30] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_photo_is_padded_to_a_white_square() -> None:

@@ -20,12 +20,12 @@ from fgsbir.evaluate import evaluate_run
 from fgsbir.models.embedding import load_embedder
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.runs import load_resume_state, read_metrics
+from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
 from fgsbir.train.generator import GeneratorConfig, load_generator
 from fgsbir.train.semi import (
     SemiConfig,
     _SemiTrainer,
     _start_config,
-    generator_faithfulness,
     train_semi,
 )
 from fgsbir.train.supervised import TrainConfig
@@ -121,6 +121,11 @@ def test_joint_run_trains_both_models_into_a_complete_run_folder(
     faithful = generator_faithfulness(load_generator(out / "generator"), load_embedder(out), test)
     assert faithful["generated"]["n_queries"] == 5 and faithful["chance"]["acc@1"] == 0.2
     assert faithful["real"] == result["test"]
+    # greedy, one draw: the same queries as above, now also scored by the discriminator
+    judged = discriminator_faithfulness(out, load_embedder(out), test, temperature=0.0, draws=1)
+    assert judged["mrr"] == pytest.approx(faithful["generated"]["mrr"])
+    assert judged["acc@1"] == pytest.approx(faithful["generated"]["acc@1"])
+    assert 0.0 < judged["p_generated"] < 1.0 and 0.0 < judged["p_real"] < 1.0
 
 
 def test_ablation_switches(semi_run: tuple[Path, dict], data: tuple[str, str], tmp_path) -> None:

@@ -93,6 +93,12 @@ def sketch_images(raster: torch.Tensor) -> torch.Tensor:
     return normalise((1.0 - raster).expand(-1, 3, -1, -1))
 
 
+def sketch_ink(images: torch.Tensor) -> torch.Tensor:
+    """The ``(B, 1, S, S)`` ink raster (1 = ink) back from :func:`sketch_images`' output."""
+    paper = images[:, :1] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    return (1.0 - paper).clamp(0.0, 1.0)
+
+
 def sketches_to_tensor(sketches: Sequence[Sketch], prep: Preprocessing) -> torch.Tensor:
     """Network input ``(B, 3, S, S)`` for vector sketches."""
     return sketch_images(rasterise(list(sketches), prep.image_size, prep.line_width))

@@ -8,6 +8,7 @@ weights that pair in the retrieval loss, so poor generations count less
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -48,6 +49,12 @@ class PairDiscriminator(nn.Module):
         features = self.features(torch.cat([photo, sketch * 2.0 - 1.0], dim=1))
         pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
         return self.head(pooled).squeeze(1)
+
+
+def at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Network inputs ``(B, C, H, W)`` (photos, or sketch ink) resized to the discriminator's
+    ``size`` x ``size``."""
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
 
 
 def discriminator_weights(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -48,26 +48,25 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fgsbir.config import config_to_dict
-from fgsbir.data.dataset import Dataset, Split, load_dataset
+from fgsbir.data.dataset import Dataset, load_dataset
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Augmentation,
     PairDataset,
     Preprocessing,
     augment_photo,
     input_pixels,
     normalise,
+    sketch_ink,
     sketches_to_tensor,
 )
 from fgsbir.device import select_device
 from fgsbir.errors import FgsbirError
-from fgsbir.evaluate import evaluate_split, retrieval_metrics
+from fgsbir.evaluate import evaluate_split
 from fgsbir.losses.metric import DistillationLoss, NegativeMining, TripletLoss
 from fgsbir.losses.policy import RunningBaseline, reinforce_loss, retrieval_reward
 from fgsbir.losses.sequence import kl_loss, stroke_nll
-from fgsbir.models.discriminator import PairDiscriminator, discriminator_weights
+from fgsbir.models.discriminator import PairDiscriminator, at_size, discriminator_weights
 from fgsbir.models.embedding import ARCH_KEYS, Embedder, EmbeddingNet, build_embedding_net
 from fgsbir.models.generator import Encoding, SampleResult, samples_to_sketches
 from fgsbir.runs import (
@@ -85,7 +84,6 @@ from fgsbir.runs import (
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import (
     GeneratorConfig,
-    TrainedGenerator,
     heldout_set,
     load_generator,
     train_generator,
@@ -98,6 +96,7 @@ GRID_PNG = "retrieval_{split}.png"
 GENERATED_PNG = "generated_{when}.png"
 GENERATOR_DIR = "generator"
 DISCRIMINATOR_DIR = "discriminator"
+DISCRIMINATOR_KIND = "discriminator"
 START_RETRIEVAL_DIR = "start_retrieval"
 START_GENERATOR_DIR = "start_generator"
 # Retrieval-model settings that come from the start run (architecture and preprocessing).
@@ -229,43 +228,11 @@ def train_start_runs(config: SemiConfig) -> StartRuns:
     return start
 
 
-def _ink(sketch_tensors: torch.Tensor) -> torch.Tensor:
-    """The ``(B, 1, S, S)`` ink raster (1 = ink) back from network sketch inputs."""
-    paper = sketch_tensors[:, :1] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
-    return (1.0 - paper).clamp(0.0, 1.0)
-
-
 def _rows(encoding: Encoding, rows: slice) -> Encoding:
     """The encoding of some photos of a batch."""
     return Encoding(
         **{f.name: getattr(encoding, f.name)[rows] for f in dataclasses.fields(Encoding)}
     )
-
-
-def generator_faithfulness(
-    generator: TrainedGenerator,
-    embedder: Embedder,
-    split: Split,
-    temperature: float = 0.0,
-    batch_size: int = 32,
-) -> dict[str, dict[str, float | int]]:
-    """How well generated sketches retrieve their own photo, judged by a retrieval model.
-
-    Every photo of ``split`` that has a sketch gets one generated sketch (greedy by default),
-    which queries all the split's photos. Returns ``generated`` (the metrics of
-    :func:`~fgsbir.evaluate.retrieval_metrics` for those queries), ``real`` (the same model
-    queried with the real sketches) and ``chance`` (``acc@K`` of a random ranking).
-    """
-    real, _, photo_emb = evaluate_split(embedder, split, batch_size)
-    drawn_for = sorted({r.photo for r in split.sketches if r.photo is not None})
-    sketches: list[Sketch] = []
-    for start in range(0, len(drawn_for), batch_size):
-        photos = [load_photo(split.photos[i]) for i in drawn_for[start : start + batch_size]]
-        sketches += generator.draw(photos, temperature, batch_size=batch_size)
-    generated = retrieval_metrics(embedder.embed_sketches(sketches), photo_emb, drawn_for)
-    n = len(split.photos)
-    chance = {f"acc@{k}": min(k, n) / n for k in (1, 5, 10)}
-    return {"generated": generated, "real": real, "chance": chance}
 
 
 @dataclass
@@ -477,11 +444,10 @@ class _SemiTrainer:
             sample = self.gen.sample(encoding, temperature, self.config.max_points)
         sketches = samples_to_sketches(sample, self.generator.scale, self.generator.canvas)
         tensors = sketches_to_tensor(sketches, self.prep).to(self.device)
-        return _Drawn(sample, sketches, tensors, self._low_res(_ink(tensors)))
+        return _Drawn(sample, sketches, tensors, self._low_res(sketch_ink(tensors)))
 
     def _low_res(self, images: torch.Tensor) -> torch.Tensor:
-        size = self.config.disc_image_size
-        return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+        return at_size(images, self.config.disc_image_size)
 
     # -- training ------------------------------------------------------------------------------
 
@@ -515,7 +481,7 @@ class _SemiTrainer:
         fake_photos = torch.cat([batch.unlabelled, batch.photos[batch.has_sequence]])
         logits = self.disc(
             self._low_res(torch.cat([batch.photos, fake_photos])),
-            torch.cat([self._low_res(_ink(batch.sketches)), drawn.ink]),
+            torch.cat([self._low_res(sketch_ink(batch.sketches)), drawn.ink]),
         )
         real, fake = logits.split([len(batch.photos), len(fake_photos)])
         loss = F.binary_cross_entropy_with_logits(
@@ -690,7 +656,7 @@ class _SemiTrainer:
         latest = {"epoch": self.epoch, "step": self.step, "semi_run": str(self.out)}
         save_model(self.out / GENERATOR_DIR, self.gen, self.generator.config, latest)
         disc_config = {
-            "kind": "discriminator",
+            "kind": DISCRIMINATOR_KIND,
             "width": self.config.disc_width,
             "image_size": self.config.disc_image_size,
         }
@@ -798,6 +764,19 @@ class _SemiTrainer:
             "",
         ]
         return model_card(self.run_config, metrics) + "\n".join(lines)
+
+
+def load_discriminator(
+    run_dir: str | Path, device: str | None = None
+) -> tuple[PairDiscriminator, int]:
+    """The discriminator a semi run saved in ``run_dir`` (its ``discriminator/`` folder), in eval
+    mode, and the image size it scores pairs at (see :func:`at_size`)."""
+    config = load_run_config(run_dir)
+    if config.get("kind") != DISCRIMINATOR_KIND:
+        raise FgsbirError(f"{run_dir}: not a discriminator (kind {config.get('kind')!r})")
+    disc = PairDiscriminator(config["width"])
+    disc.load_state_dict(load_model_state(run_dir))
+    return disc.to(select_device(device)).eval(), int(config["image_size"])
 
 
 def train_semi(config: SemiConfig) -> dict[str, Any]:

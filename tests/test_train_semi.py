@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fgsbir.cli import main
 from fgsbir.data.dataset import load_dataset
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.errors import FgsbirError
@@ -147,6 +148,30 @@ def test_ablation_switches(semi_run: tuple[Path, dict], data: tuple[str, str], t
         r for r in read_metrics(tmp_path / "ablation" / "metrics.jsonl") if r["split"] == "train"
     ]
     assert train and not any(key in train[0] for key in ("distill", "reward", "gen_nll"))
+
+
+def test_cli_semi_run_with_a_labelled_fraction(
+    semi_run: tuple[Path, dict], data: tuple[str, str], tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    """``fgsbir train --method semi``: the training photos whose sketches are dropped join the
+    unlabelled pool; ``--unlabelled`` without ``--method semi`` is refused."""
+    start, _ = semi_run
+    pairs, pool = data
+    out = tmp_path / "cli"
+    settings = {
+        "retrieval_run": start / "start_retrieval", "generator_run": start / "start_generator",
+        "val_fraction": 0.2, "batch_size": 4, "unlabelled_batch_size": 4, "disc_warmup_steps": 1,
+        "disc_image_size": 16, "picture_photos": 2, "grid_queries": 2,
+    }  # fmt: skip
+    args = ["train", "--data", pairs, "--unlabelled", pool, "--out", str(out), "--epochs", "1"]
+    sets = [f"--set={key}={value}" for key, value in settings.items()]
+    assert main([*args, "--method", "semi", "--labelled-fraction", "0.5", *sets]) == 0
+    assert f"run folder: {out}" in capsys.readouterr().out
+    info = json.loads((out / "config.json").read_text())["data_info"]
+    assert info["unlabelled_photos"] > 8  # the pool's 8 and the unsketched training photos
+    assert main([*args[:-4], "--out", str(tmp_path / "supervised")]) == 2
+    assert "--unlabelled needs --method semi" in capsys.readouterr().err
 
 
 def test_resumed_run_matches_an_uninterrupted_one(

@@ -276,9 +276,7 @@ def test_cli_train_and_generate_write_readable_files(
     for name in ("p8", "p9"):
         for k in (0, 1):
             svg_path, json_path = out / f"{name}_{k}.svg", out / f"{name}_{k}.json"
-            if f"{name}_{k}" in [
-                e.strip(",") for e in empty
-            ]:  # the barely trained model drew nothing
+            if f"{name}_{k}" in empty:  # this barely trained model may draw nothing
                 assert not svg_path.exists() and not json_path.exists()
                 continue
             svg, stroke_json = read_svg(svg_path), read_stroke_json(json_path)

@@ -1,92 +1,105 @@
-"""Dataclass configurations: defaults in code, then a YAML file, then ``--set key=value`` overrides.
+"""Typed run settings: dataclasses with their defaults, a YAML file, then ``--set key=value``.
 
-Nested dataclasses are addressed with dots (``--set optim.lr=3e-4``); override values are parsed
-as YAML scalars, so ``true``, ``1e-4`` and ``[1, 2]`` get their natural types.
+Every training method's configuration is a dataclass made of the shared parts below
+(:class:`DataConfig`, :class:`RunOptions`) and its own architecture, preprocessing and recipe
+dataclasses; each default is stated once, in its dataclass. Nested fields are addressed with dots
+(``--set data.labelled_fraction=0.5``, ``--set model.embedding_dim=128``); override values are
+parsed as YAML scalars, so ``true``, ``1e-4`` and ``[1, 2]`` get their natural types. pydantic
+checks every value against its annotation and range (``Annotated[float, Field(gt=0)]``); a bad
+one is a :class:`ConfigError` naming the key, whether it came from the CLI or from Python
+(:func:`check_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from fgsbir.errors import FgsbirError
 
 T = TypeVar("T")
 
+_STRICT_KEYS = ConfigDict(extra="forbid")
+
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Count = Annotated[int, Field(ge=1)]
+Natural = Annotated[int, Field(ge=0)]
+
 
 class ConfigError(FgsbirError):
-    """An unknown key or a value of the wrong type in a configuration."""
+    """An unknown key or a bad value in a configuration."""
+
+
+@dataclass
+class DataConfig:
+    """What a run learns from; shared by every training method (and its start runs)."""
+
+    __pydantic_config__ = _STRICT_KEYS
+
+    path: str = "synthetic"  # a data-set folder, or "synthetic" for the built-in data set
+    format: Literal["qmul-v2", "qmul-v1", "sketchy", "photos"] | None = None  # else detected
+    labelled_fraction: Fraction = 1.0  # training photos that keep their sketches (seeded)
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # carved from training photos
+    unlabelled: list[str] = field(default_factory=list)  # extra folders of unlabelled photos
+    seed: int = 0  # the splits, the initial weights and every random stream of training
+    on_error: Literal["raise", "warn"] = "raise"  # a bad data file stops the run, or is skipped
+
+
+@dataclass
+class RunOptions:
+    """Where and how long a run trains: the only settings a resumed run may change."""
+
+    __pydantic_config__ = _STRICT_KEYS
+
+    out: str = "runs/run"
+    epochs: Count = 20
+    time_budget_s: Positive | None = None  # stop before an epoch that would overrun it
+    device: str | None = None  # default: CUDA when available
+    threads: Count | None = None  # torch CPU threads (None: torch's choice)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dictionary of a (nested) dataclass configuration; paths become strings."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, tuple | list):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+    adapter: TypeAdapter[Any] = TypeAdapter(type(config))
+    return adapter.dump_python(config, mode="json")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a parsed YAML value to the field's annotated type where that is unambiguous."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"config key {key!r}: {value!r} does not fit {annotation}")
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
-        return _from_mapping(annotation, value, prefix=f"{key}.")
-    if annotation is Path:
-        return Path(value)
-    if annotation is float and not isinstance(value, bool):
-        try:  # YAML 1.1 reads "3e-4" (no dot) as a string
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if annotation is bool and isinstance(value, bool):
-        return value
-    if annotation is str and isinstance(value, str | int | float):
-        return str(value)
-    if origin in (tuple, list) and isinstance(value, list | tuple):
-        return origin(value)
-    if annotation is Any or (origin is typing.Literal and value in args):
-        return value
-    raise ConfigError(f"config key {key!r}: {value!r} is not a valid {annotation}")
+def config_from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
+    """``cls`` built from a (nested) mapping, every value checked; a bad one is a ConfigError."""
+    try:
+        return TypeAdapter(cls).validate_python(dict(values))
+    except ValidationError as exc:
+        raise ConfigError(_describe(cls, exc)) from None
 
 
-def _from_mapping(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(values) - fields
-    if unknown:
-        names = ", ".join(prefix + k for k in sorted(unknown))
-        raise ConfigError(f"unknown config key(s): {names}")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
-    return cls(**kwargs)
+def check_config(config: T) -> T:
+    """``config`` with every value checked against its type and range (see the module doc)."""
+    return config_from_dict(type(config), config_to_dict(config))
+
+
+def _describe(cls: type, exc: ValidationError) -> str:
+    """One line naming the first bad key (as a dotted path) and what is wrong with it."""
+    error = exc.errors(include_url=False)[0]
+    names: list[str] = []
+    current: Any = cls
+    for part in error["loc"]:  # the path ends where it leaves the dataclasses (union members)
+        if not (isinstance(current, type) and dataclasses.is_dataclass(current)):
+            break
+        names.append(str(part))
+        current = typing.get_type_hints(current).get(str(part))
+    key = ".".join(names)
+    if error["type"] == "unexpected_keyword_argument":
+        return f"unknown config key: {key}"
+    return f"config key {key!r}: {error['msg']} (got {error['input']!r})"
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -104,7 +117,11 @@ def load_config(
     overrides: Sequence[str] = (),
     **values: Any,
 ) -> T:
-    """Build ``cls`` from its defaults, a YAML file, ``key=value`` overrides, then keywords."""
+    """Build ``cls`` from its defaults, a YAML file, ``key=value`` overrides, then keywords.
+
+    Keywords are dotted keys too (``**{"data.path": "synthetic"}``); ``None`` leaves a setting
+    alone.
+    """
     tree: dict[str, Any] = {}
     if yaml_path is not None:
         try:
@@ -116,14 +133,17 @@ def load_config(
         tree.update(loaded)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        try:
+            parsed = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+        _set_dotted(tree, key.strip(), parsed)
     for key, value in values.items():
         if value is not None:
             _set_dotted(tree, key, value)
-    defaults = config_to_dict(cls())  # nested sections start from their defaults
-    return _from_mapping(cls, _merge(defaults, tree))
+    return config_from_dict(cls, _merge(config_to_dict(cls()), tree))
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from fgsbir.data.dataset import load_dataset
 from fgsbir.index import build_index
-from fgsbir.models.embedding import load_embedder
+from fgsbir.inference import load_embedder
 from fgsbir.train.supervised import demo_config, train
 
 
@@ -29,7 +29,7 @@ def run_demo(out: str | Path) -> tuple[dict[str, Any], Path]:
     out = Path(out)
     config = demo_config(out)
     result = train(config)
-    gallery = gallery_of_test_photos(config.data, out / "gallery")
+    gallery = gallery_of_test_photos(config.data.path, out / "gallery")
     index_dir = out / "index"
     build_index(load_embedder(out), gallery, index_dir, run_dir=out)
     return result, index_dir

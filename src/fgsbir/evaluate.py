@@ -11,28 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fgsbir.data.dataset import Split, load_dataset
 from fgsbir.data.photos import load_photo
+from fgsbir.inference import Embedder, load_embedder
 from fgsbir.losses.metric import pairwise_distances
-from fgsbir.models.embedding import load_embedder
-from fgsbir.sketch.strokes import Sketch
 from fgsbir.viz import retrieval_grid
-
-
-class Embedder(Protocol):
-    """What evaluation needs of a trained model (see ``fgsbir.models.embedding``)."""
-
-    identity: str
-
-    def embed_photos(self, photos: list[Image.Image]) -> np.ndarray: ...
-
-    def embed_sketches(self, sketches: list[Sketch]) -> np.ndarray: ...
 
 
 def distances(sketch_emb: np.ndarray, photo_emb: np.ndarray) -> np.ndarray:

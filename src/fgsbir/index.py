@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 
 import faiss
 import numpy as np
@@ -36,8 +36,7 @@ from tqdm import tqdm
 from fgsbir.data.layouts import load_photo_folder
 from fgsbir.data.photos import load_photo
 from fgsbir.errors import DataError, FgsbirError, OnError, report
-from fgsbir.models.embedding import load_embedder
-from fgsbir.sketch.strokes import Sketch
+from fgsbir.inference import Embedder
 
 IndexKind = Literal["exact", "hnsw", "ivf"]
 INDEX_KINDS: tuple[IndexKind, ...] = ("exact", "hnsw", "ivf")
@@ -56,16 +55,6 @@ DEFAULT_PARAMS: dict[str, int] = {
 
 class GalleryIndexError(FgsbirError):
     """An index folder that is missing, corrupt, or made by another model."""
-
-
-class Embedder(Protocol):
-    """What the index needs from a model (see :func:`fgsbir.models.embedding.load_embedder`)."""
-
-    identity: str
-
-    def embed_photos(self, images: list[Image.Image], batch_size: int = 32) -> np.ndarray: ...
-
-    def embed_sketches(self, sketches: list[Sketch]) -> np.ndarray: ...
 
 
 class SearchResult(NamedTuple):
@@ -372,24 +361,11 @@ def build_index(
     return index
 
 
-def open_index(
-    index_dir: str | Path,
-    embedder: Embedder | None = None,
-    run_dir: str | Path | None = None,
-    device: str | None = None,
-) -> tuple[GalleryIndex, Embedder]:
-    """An index and the model to embed its queries: ``embedder`` if given, else the model of
-    ``run_dir``, else that of the run folder the index was built with. The model must match."""
+def open_index(index_dir: str | Path, embedder: Embedder) -> GalleryIndex:
+    """The index of ``index_dir``, refused unless ``embedder`` is the model that built it."""
     index = GalleryIndex.load(index_dir)
-    if embedder is None:
-        run_dir = run_dir if run_dir is not None else index.run_dir
-        if run_dir is None:
-            raise GalleryIndexError(
-                f"{index_dir}: the index does not record the run folder of its model; name one"
-            )
-        embedder = load_embedder(run_dir, device)
     index.check_model(embedder)
-    return index, embedder
+    return index
 
 
 def index_info(index: GalleryIndex) -> dict[str, Any]:

@@ -152,24 +152,19 @@ def load_resume_state(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def check_resumable(
-    run_dir: str | Path,
-    state: dict[str, Any] | None,
-    run_config: dict[str, Any],
-    resumable: set[str],
+    run_dir: str | Path, state: dict[str, Any] | None, run_config: dict[str, Any]
 ) -> None:
     """Refuse to train into ``run_dir`` when that would lose or mix work: a folder with a finished
-    model but no resume ``state``, or a stopped run whose settings differ from ``run_config`` in
-    a key outside ``resumable``."""
+    model but no resume ``state``, or a stopped run whose settings differ from ``run_config``."""
     if state is None:
         if (Path(run_dir) / MODEL_FILE).exists():
             raise FgsbirError(
                 f"{run_dir}: holds a trained model but no resume state; choose a new --out"
             )
         return
+    saved = {k: v for k, v in state["config"].items() if k != "run"}
     changed = sorted(
-        key
-        for key in set(state["config"]) | set(run_config)
-        if key not in resumable and state["config"].get(key) != run_config.get(key)
+        key for key in set(saved) | set(run_config) if saved.get(key) != run_config.get(key)
     )
     if changed:
         raise FgsbirError(

@@ -1,16 +1,18 @@
 """``fgsbir train-generator`` and ``fgsbir generate``: thin layers over
-:mod:`fgsbir.train.generator`."""
+:mod:`fgsbir.train.generator` and :mod:`fgsbir.inference`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fgsbir.cli.common import add_training_arguments, training_values
 from fgsbir.config import load_config
 from fgsbir.errors import FgsbirError
-from fgsbir.sketch.io import load_sketch
-from fgsbir.sketch.strokes import Sketch
-from fgsbir.train.generator import GeneratorConfig, generate, train_generator
+
+if TYPE_CHECKING:
+    from fgsbir.sketch.strokes import Sketch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,16 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "optionally after pre-training on sketch-only data (--set pretrain_data=PATH --set "
         "pretrain_epochs=N). Run the same command again to resume after an interruption.",
     )
-    p.add_argument("--data", required=True, help="data-set folder of pairs, or 'synthetic'")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--labelled-fraction", type=float, metavar="F")
-    p.add_argument("--format", help="force a data-set layout instead of detecting it")
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of GeneratorConfig settings")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a setting, e.g. --set model.hidden=256 --set time_budget_s=600",
-    )  # fmt: skip
+    add_training_arguments(p, "GeneratorConfig")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser(
@@ -57,18 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = load_config(
-        GeneratorConfig,
-        args.config,
-        args.set,
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        labelled_fraction=args.labelled_fraction,
-        format=args.format,
-    )
+    from fgsbir.train.generator import GeneratorConfig, train_generator
+
+    print("preparing the training sequences ...", flush=True)
+    config = load_config(GeneratorConfig, args.config, args.set, **training_values(args))
     result = train_generator(config)
-    print(f"run folder: {config.out} (best epoch {result['best_epoch']})")
+    if not result:  # only rank 0 of a distributed run reports
+        return 0
+    print(f"run folder: {config.run.out} (best epoch {result['best_epoch']})")
     for split in ("val", "test"):
         if split in result:
             m = result[split]
@@ -82,11 +71,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _real_sketch(folder: Path, photo: Path) -> Sketch | None:
     """The sketch in ``folder`` with the photo's stem, if there is one."""
+    from fgsbir.sketch.io import load_sketch
+
     matches = sorted(p for p in folder.glob(f"{photo.stem}.*") if p.is_file())
     return load_sketch(matches[0]) if matches else None
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from fgsbir.inference import generate
+
     if args.samples < 1:
         raise FgsbirError("--samples must be at least 1")
     if args.temperature < 0:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fgsbir.index import INDEX_KINDS, build_index, open_index
-from fgsbir.models.embedding import load_embedder
-from fgsbir.sketch.io import load_sketch
+INDEX_KINDS = ("exact", "hnsw", "ivf")  # fgsbir.index.INDEX_KINDS, without importing faiss
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +64,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_index(args: argparse.Namespace) -> None:
+    from fgsbir.index import build_index
+    from fgsbir.inference import load_embedder
+
     embedder = load_embedder(args.run_dir, args.device)
     index = build_index(
         embedder,
@@ -80,7 +81,12 @@ def run_index(args: argparse.Namespace) -> None:
 
 
 def run_search(args: argparse.Namespace) -> None:
-    index, embedder = open_index(args.index_dir, run_dir=args.run, device=args.device)
+    from fgsbir.index import open_index
+    from fgsbir.inference import load_gallery_model
+    from fgsbir.sketch.io import load_sketch
+
+    embedder = load_gallery_model(args.index_dir, args.run, args.device)
+    index = open_index(args.index_dir, embedder)
     query = embedder.embed_sketches([load_sketch(args.sketch)])[0]
     results = index.search(query, args.k)
     if args.json:

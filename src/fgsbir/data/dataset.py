@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fgsbir.config import DataConfig
 from fgsbir.data.layouts import (
     FORMATS,
     SketchRecord,
@@ -20,7 +21,7 @@ from fgsbir.data.layouts import (
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.errors import DataError, OnError
 
-__all__ = ["FORMATS", "Dataset", "SketchRecord", "Split", "load_dataset"]
+__all__ = ["FORMATS", "Dataset", "SketchRecord", "Split", "load_data", "load_dataset"]
 
 
 @dataclass
@@ -58,6 +59,19 @@ def _carve_sketches(split: Split, fraction: float, rng: np.random.Generator) -> 
     keep = [r for i, r in enumerate(split.sketches) if i not in chosen]
     carved = [r for i, r in enumerate(split.sketches) if i in chosen]
     return Split([], keep), Split([], carved)
+
+
+def load_data(config: DataConfig) -> Dataset:
+    """The data set ``config`` describes (see :func:`load_dataset`)."""
+    return load_dataset(
+        config.path,
+        format=config.format,
+        labelled_fraction=config.labelled_fraction,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        on_error=config.on_error,
+        unlabelled=config.unlabelled,
+    )
 
 
 def load_dataset(

@@ -1,31 +1,21 @@
-"""The Siamese retrieval network and the public inference object built from a run folder.
+"""The Siamese retrieval network: ONE backbone shared by sketches and photos.
 
-:class:`EmbeddingNet` sends sketches and photos through ONE shared backbone and a linear
+:class:`EmbeddingNet` sends sketches and photos through the shared backbone and a linear
 projection to an L2-normalised embedding; retrieval ranks photos by Euclidean distance to the
-sketch. :func:`load_embedder` turns a run folder into an :class:`Embedder` that takes PIL photos
-and vector sketches and returns NumPy embeddings.
+sketch. :func:`fgsbir.inference.load_embedder` turns a run folder into an embedder.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from pydantic import Field
 from torch import nn
 
-from fgsbir.data.transforms import Preprocessing, photos_to_tensor, sketches_to_tensor
-from fgsbir.device import select_device
 from fgsbir.models.backbones import DEFAULT_BACKBONE, create_backbone, feature_dim
-from fgsbir.runs import load_model_state, load_run_config
-from fgsbir.sketch.strokes import Sketch
 
 
 class EmbeddingNet(nn.Module):
@@ -42,10 +32,10 @@ class EmbeddingNet(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        embedding_dim: int = 256,
-        dropout: float = 0.0,
-        pool_grid: int = 1,
-        feature_level: int | None = None,
+        embedding_dim: int,
+        dropout: float,
+        pool_grid: int,
+        feature_level: int | None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -84,94 +74,30 @@ class EmbeddingNet(nn.Module):
         return F.normalize(self.head(self.dropout(self.features(images))), dim=1)
 
 
-ARCH_KEYS = ("backbone", "embedding_dim", "dropout", "pool_grid", "feature_level")
-"""Configuration keys that :func:`build_embedding_net` reads to shape the network."""
+@dataclass
+class EmbeddingArch:
+    """Architecture of an :class:`EmbeddingNet` (saved in the run's ``config.json``).
+
+    The defaults are the recipe chosen on QMUL-Shoe-V1's validation split (see
+    ``benchmarks/supervised_shoe_v1.py``): a 4x4 grid of EfficientNet-Lite0's stride-16 features.
+    """
+
+    backbone: str = DEFAULT_BACKBONE
+    pretrained: bool | str = True  # True: shipped ImageNet weights; a path: a weights file
+    embedding_dim: Annotated[int, Field(ge=1)] = 256
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    feature_level: int | None = 3  # embed this feature level's map (None: the last layer's)
+    pool_grid: Annotated[int, Field(ge=1)] = 4  # average-pool the map to a grid; 1: global
 
 
-def build_embedding_net(config: Mapping[str, Any]) -> EmbeddingNet:
-    """An :class:`EmbeddingNet` from the keys ``backbone``, ``pretrained``, ``embedding_dim``,
-    ``dropout``, ``pool_grid`` and ``feature_level`` of a configuration (defaults:
-    EfficientNet-Lite0 with ImageNet weights, 256, 0, 1, None)."""
-    backbone = create_backbone(
-        config.get("backbone", DEFAULT_BACKBONE), config.get("pretrained", True)
-    )
+def build_embedding_net(arch: EmbeddingArch, pretrained: bool | str | None = None) -> EmbeddingNet:
+    """An :class:`EmbeddingNet` of ``arch``; ``pretrained`` overrides ``arch.pretrained`` (e.g.
+    ``False`` when trained weights are loaded next)."""
+    weights = arch.pretrained if pretrained is None else pretrained
     return EmbeddingNet(
-        backbone,
-        config.get("embedding_dim", 256),
-        config.get("dropout", 0.0),
-        config.get("pool_grid", 1),
-        config.get("feature_level"),
+        create_backbone(arch.backbone, weights),
+        arch.embedding_dim,
+        arch.dropout,
+        arch.pool_grid,
+        arch.feature_level,
     )
-
-
-def model_identity(model: nn.Module, prep: Preprocessing) -> str:
-    """A short hash of the weights and the preprocessing: equal iff embeddings are comparable."""
-    digest = hashlib.sha256(json.dumps(prep.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-class Embedder:
-    """Embeds photos and sketches with a trained :class:`EmbeddingNet` (inference only)."""
-
-    def __init__(
-        self,
-        model: EmbeddingNet,
-        prep: Preprocessing,
-        config: Mapping[str, Any] | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        self.device = select_device(str(device) if device is not None else None)
-        self.model = model.to(self.device).eval()
-        self.prep = prep
-        self.config = dict(config or {})
-
-    @cached_property
-    def identity(self) -> str:
-        """Hash of the weights and preprocessing (see :func:`model_identity`)."""
-        return model_identity(self.model, self.prep)
-
-    @torch.no_grad()
-    def _embed(self, images: torch.Tensor) -> np.ndarray:
-        return self.model(images.to(self.device)).float().cpu().numpy()
-
-    def embed_photo_tensors(self, photos: torch.Tensor) -> np.ndarray:
-        """``(N, D)`` float32 embeddings of preprocessed ``(N, 3, S, S)`` photo tensors."""
-        return self._embed(photos)
-
-    def embed_sketch_tensors(self, sketches: torch.Tensor) -> np.ndarray:
-        """``(N, D)`` float32 embeddings of preprocessed ``(N, 3, S, S)`` sketch tensors."""
-        return self._embed(sketches)
-
-    def embed_photos(self, photos: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """``(N, D)`` float32 L2-normalised embeddings of PIL photos."""
-        return self._batched(photos, lambda b: photos_to_tensor(b, self.prep), batch_size)
-
-    def embed_sketches(self, sketches: Sequence[Sketch], batch_size: int = 32) -> np.ndarray:
-        """``(N, D)`` float32 L2-normalised embeddings of vector sketches."""
-        return self._batched(sketches, lambda b: sketches_to_tensor(b, self.prep), batch_size)
-
-    def _batched(
-        self,
-        items: Sequence[Any],
-        to_tensor: Callable[[Sequence[Any]], torch.Tensor],
-        batch_size: int,
-    ) -> np.ndarray:
-        if not items:
-            return np.zeros((0, self.model.embedding_dim), np.float32)
-        return np.concatenate(
-            [
-                self._embed(to_tensor(items[i : i + batch_size]))
-                for i in range(0, len(items), batch_size)
-            ]
-        )
-
-
-def load_embedder(run_dir: str | Path, device: torch.device | str | None = None) -> Embedder:
-    """The :class:`Embedder` of a run folder (``config.json`` + ``model.safetensors``)."""
-    config = load_run_config(run_dir)
-    model = build_embedding_net({**config, "pretrained": False})
-    model.load_state_dict(load_model_state(run_dir))
-    return Embedder(model, Preprocessing.from_config(config), config, device)

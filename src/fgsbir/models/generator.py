@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgsbir.data.transforms import Preprocessing
 from fgsbir.losses.sequence import (
     PEN_END,
     StrokeMixture,
@@ -57,6 +58,11 @@ class GeneratorArch:
     :class:`~fgsbir.data.transforms.Preprocessing`), which lets a decoder pre-trained to trace
     rendered sketches trace photos too. Edge maps were chosen on Shoe-V1's validation photos:
     greedy sketches retrieved their photo among 30 at acc@1 0.10 (colour: 0.03; chance 0.03)."""
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How photos become the encoder's input."""
+        return Preprocessing(self.image_size, photo_input=self.photo_input)
 
 
 @dataclass

@@ -17,12 +17,11 @@ from fgsbir.data.dataset import Split
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import Preprocessing, photos_to_tensor, sketch_ink, sketches_to_tensor
 from fgsbir.evaluate import evaluate_split, rank_of_true, retrieval_metrics
+from fgsbir.inference import Embedder, TrainedGenerator, load_discriminator, load_generator
 from fgsbir.models.discriminator import at_size
-from fgsbir.models.embedding import Embedder
 from fgsbir.runs import load_run_config
 from fgsbir.sketch.strokes import Sketch
-from fgsbir.train.generator import TrainedGenerator, load_generator
-from fgsbir.train.semi import DISCRIMINATOR_DIR, GENERATOR_DIR, load_discriminator
+from fgsbir.train.semi import DISCRIMINATOR_DIR, GENERATOR_DIR
 
 
 def _sketched_photos(split: Split) -> list[int]:

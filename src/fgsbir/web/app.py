@@ -32,7 +32,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from fgsbir.errors import FgsbirError
-from fgsbir.index import Embedder, GalleryIndex, index_info, open_index
+from fgsbir.index import GalleryIndex, index_info, open_index
+from fgsbir.inference import Embedder, load_gallery_model
 from fgsbir.sketch.strokes import Sketch
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -159,18 +160,10 @@ _SEARCH_BODY_SCHEMA = {
 }
 
 
-def create_app(
-    index_dir: str | Path,
-    embedder: Embedder | None = None,
-    run_dir: str | Path | None = None,
-    device: str | None = None,
-) -> FastAPI:
-    """The app serving the index in ``index_dir``.
-
-    Sketches are embedded with ``embedder`` if given, else with the model of ``run_dir`` (default:
-    the run folder the index was built with); the model must be the one that made the index.
-    """
-    index, embedder = open_index(index_dir, embedder, run_dir, device)
+def create_app(index_dir: str | Path, embedder: Embedder) -> FastAPI:
+    """The app serving the index in ``index_dir``; sketches are embedded with ``embedder``, which
+    must be the model that made the index (see :func:`fgsbir.inference.load_gallery_model`)."""
+    index = open_index(index_dir, embedder)
     index.prepare()
     batcher = SketchBatcher(index, embedder)
 
@@ -250,7 +243,7 @@ def serve(
     """
     if threads:
         torch.set_num_threads(threads)
-    app = create_app(index_dir, run_dir=run_dir, device=device)
+    app = create_app(index_dir, load_gallery_model(index_dir, run_dir, device))
     index: GalleryIndex = app.state.index
     print(f"fgsbir: serving {len(index)} photos at http://{host}:{port}/ (Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -34,18 +34,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
 
+from fgsbir.config import DataConfig, RunOptions
 from fgsbir.data.dataset import load_dataset
 from fgsbir.data.photos import load_photo
 from fgsbir.evaluate import evaluate_split, retrieval_metrics
-from fgsbir.models.embedding import Embedder, load_embedder
-from fgsbir.train.generator import (
-    GeneratorArch,
-    GeneratorConfig,
+from fgsbir.inference import (
+    Embedder,
     TrainedGenerator,
+    load_embedder,
     load_generator,
-    train_generator,
     write_generated_grid,
 )
+from fgsbir.models.generator import GeneratorArch
+from fgsbir.train.generator import GeneratorConfig, train_generator
 from fgsbir.train.supervised import TrainConfig, train
 
 DATASETS = ("sketchy-subset", "qmul-shoe-v1")
@@ -73,23 +74,27 @@ def generator_config(name: str, quick: bool) -> GeneratorConfig:
     dropout 0.1 lowered the validation NLL on two seeds' splits (2.74 -> 2.73, 2.60 -> 2.53; greedy
     MRR 0.26 -> 0.37, 0.24 -> 0.25); 0.25 did worse (NLL 2.75, MRR 0.16)."""
     return GeneratorConfig(
-        data=str(SHARED_DATA / name),
-        out=str(ROOT / "runs" / f"bench-generator-{name}{'-quick' if quick else ''}"),
+        data=DataConfig(str(SHARED_DATA / name)),
+        run=RunOptions(
+            out=str(ROOT / "runs" / f"bench-generator-{name}{'-quick' if quick else ''}"),
+            epochs=1 if quick else 60,
+            time_budget_s=60 if quick else 1500,
+            threads=1,
+        ),
         model=GeneratorArch(hidden=256),
         pretrain_data=str(SHARED_DATA / PRETRAIN_DATA[name]),
         pretrain_epochs=1 if quick else 15,
-        epochs=1 if quick else 60,
-        threads=1,
-        time_budget_s=60 if quick else 1500,
     )
 
 
 def retrieval_config(name: str, quick: bool) -> TrainConfig:
     return TrainConfig(
-        data=str(SHARED_DATA / name),
-        out=str(ROOT / "runs" / f"bench-retrieval-{name}{'-quick' if quick else ''}"),
-        epochs=1 if quick else 30,
-        time_budget_s=60 if quick else 1500,
+        data=DataConfig(str(SHARED_DATA / name)),
+        run=RunOptions(
+            out=str(ROOT / "runs" / f"bench-retrieval-{name}{'-quick' if quick else ''}"),
+            epochs=1 if quick else 30,
+            time_budget_s=60 if quick else 1500,
+        ),
     )
 
 
@@ -135,13 +140,13 @@ def benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
     else:  # train, resume, or (when finished) just re-score the benchmark's own run
         gen_config = generator_config(name, args.quick)
         train_generator(gen_config)
-        gen_dir = Path(gen_config.out)
+        gen_dir = Path(gen_config.run.out)
     if name in args.retrieval:
         ret_dir = Path(args.retrieval[name])
     else:
         ret_config = retrieval_config(name, args.quick)
         train(ret_config)
-        ret_dir = Path(ret_config.out)
+        ret_dir = Path(ret_config.run.out)
 
     generator = load_generator(gen_dir, "cpu")
     embedder = load_embedder(ret_dir, "cpu")

@@ -44,15 +44,16 @@ from _record import SHARED_DATA, record
 from fgsbir.config import config_to_dict
 from fgsbir.data.synthetic import PICKLE_NAME, ensure_synthetic
 from fgsbir.index import GalleryIndex, build_index
-from fgsbir.models.embedding import ARCH_KEYS, Embedder, build_embedding_net, load_embedder
+from fgsbir.inference import Embedder, load_embedder
+from fgsbir.models.embedding import EmbeddingArch, build_embedding_net
 from fgsbir.runs import save_model
 from fgsbir.sketch.io import read_qmul_pickle
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.supervised import TrainConfig
 
-MODEL_CONFIG = {**config_to_dict(TrainConfig()), "kind": "embedding", "pretrained": False}
+TRAIN_CONFIG = TrainConfig(model=EmbeddingArch(pretrained=False))
 """The default retrieval model's architecture and preprocessing (``TrainConfig``), untrained."""
-MODEL_KEYS = (*ARCH_KEYS, "image_size", "line_width", "photo_input")
+MODEL_CONFIG = {"kind": "embedding", **config_to_dict(TRAIN_CONFIG)}  # its run's config.json
 K = 10
 
 
@@ -313,18 +314,19 @@ def main() -> None:
     torch.set_num_threads(2)
     sizes = [2_000, 20_000] if args.quick else [10_000, 100_000, 1_000_000]
     rng = np.random.default_rng(0)
-    dim = MODEL_CONFIG["embedding_dim"]
+    dim = TRAIN_CONFIG.model.embedding_dim
     began = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        save_model(tmp / "run", build_embedding_net(MODEL_CONFIG), MODEL_CONFIG, None, "timing")
+        model = build_embedding_net(TRAIN_CONFIG.model)
+        save_model(tmp / "run", model, MODEL_CONFIG, None, "timing")
         embedder = load_embedder(tmp / "run", "cpu")
         sketches, source = query_sketches(100, tmp)
         results: dict[str, Any] = {
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "model": "fgsbir train's default architecture (untrained weights), CPU",
-            "model_config": {k: MODEL_CONFIG[k] for k in MODEL_KEYS},
+            "model_config": {**MODEL_CONFIG["model"], **MODEL_CONFIG["prep"]},
             "query_sketches": source,
             "exact": {},
         }

@@ -47,13 +47,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import ROOT, SHARED_DATA, record
 
-from fgsbir.config import config_to_dict
+from fgsbir.config import DataConfig, RunOptions, config_to_dict
 from fgsbir.data.dataset import load_dataset
 from fgsbir.data.synthetic import ensure_synthetic
-from fgsbir.models.embedding import load_embedder
+from fgsbir.data.transforms import Preprocessing
+from fgsbir.inference import load_embedder, load_generator
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
-from fgsbir.train.generator import GeneratorConfig, load_generator
+from fgsbir.train.generator import GeneratorConfig
 from fgsbir.train.semi import SemiConfig, train_semi
 from fgsbir.train.supervised import TrainConfig, train
 
@@ -85,9 +86,10 @@ def retrieval_config(
     """The supervised recipe (``TrainConfig``'s defaults, chosen on Shoe-V1's validation split),
     for the baseline and for the semi run's start run alike."""
     return TrainConfig(
-        data=data, labelled_fraction=fraction, seed=seed, image_size=args.image_size,
-        epochs=args.supervised_epochs,
-    )  # fmt: skip
+        data=DataConfig(path=data, labelled_fraction=fraction, seed=seed),
+        run=RunOptions(epochs=args.supervised_epochs),
+        prep=Preprocessing(image_size=args.image_size),
+    )
 
 
 def semi_config(
@@ -95,14 +97,14 @@ def semi_config(
     out: Path, **changes: Any,
 ) -> SemiConfig:  # fmt: skip
     return SemiConfig(
-        data=data, out=str(out), unlabelled=unlabelled, labelled_fraction=fraction, seed=seed,
+        data=DataConfig(path=data, unlabelled=unlabelled, labelled_fraction=fraction, seed=seed),
+        run=RunOptions(out=str(out), epochs=args.epochs, time_budget_s=args.budget_s),
         supervised=retrieval_config(args, data, fraction, seed),
-        generator=GeneratorConfig(model=GeneratorArch(hidden=args.generator_hidden),
+        generator=GeneratorConfig(run=RunOptions(epochs=args.generator_epochs),
+                                  model=GeneratorArch(hidden=args.generator_hidden),
                                   pretrain_data=unlabelled[0],
-                                  pretrain_epochs=args.generator_pretrain_epochs,
-                                  epochs=args.generator_epochs),
-        generator_budget_share=GENERATOR_BUDGET_SHARE,
-        epochs=args.epochs, time_budget_s=args.budget_s, **changes,
+                                  pretrain_epochs=args.generator_pretrain_epochs),
+        generator_budget_share=GENERATOR_BUDGET_SHARE, **changes,
     )  # fmt: skip
 
 
@@ -112,10 +114,10 @@ def scores(result: dict[str, Any]) -> dict[str, Any]:
     kept["val_acc@1"] = round(result["val"]["acc@1"], 4)
     kept["best_epoch"] = result["best_epoch"]
     kept["epochs_trained"] = result["epochs_trained"]
-    for key in ("steps", "joint_s", "skipped_generator_steps"):
-        if key in result:
-            kept[key] = result[key]
-    if "start" in result:
+    if "start" in result:  # a semi run: its joint training and its start runs
+        kept["steps"] = result["steps"]
+        kept["joint_s"] = result["train_s"]
+        kept["skipped_generator_steps"] = result["skipped_steps"]
         kept["start_s"] = round(result["start"]["retrieval_s"] + result["start"]["generator_s"], 1)
     return kept
 
@@ -145,7 +147,7 @@ def variant_of_semi(
         **changes,
     )  # fmt: skip
     joint_budget = args.budget_s - cache.items[f"{tag}/semi"]["start_s"]
-    return scores(train_semi(replace(config, time_budget_s=joint_budget)))
+    return scores(train_semi(replace(config, run=replace(config.run, time_budget_s=joint_budget))))
 
 
 def settings_digest(template: SemiConfig) -> str:
@@ -153,9 +155,22 @@ def settings_digest(template: SemiConfig) -> str:
     defaults included), naming the runs folder: cached results never outlive their settings."""
     settings = config_to_dict(template)
     for config in (settings, settings["supervised"]):
-        for key in ("out", "labelled_fraction", "seed"):
-            config.pop(key)
+        config["run"].pop("out")
+        for key in ("labelled_fraction", "seed"):
+            config["data"].pop(key)
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def semi_defaults() -> dict[str, Any]:
+    """SemiConfig's own defaults, with those of its data and run settings, as one flat mapping
+    (the start runs' settings and the augmentation are recorded elsewhere or not at all)."""
+    defaults = asdict(SemiConfig())
+    flat = {**defaults.pop("data"), **defaults.pop("run"), **defaults}
+    return {
+        k: v
+        for k, v in flat.items()
+        if not isinstance(v, dict) and k not in ("path", "out", "unlabelled")
+    }
 
 
 class Cache:
@@ -196,12 +211,12 @@ def main() -> None:
                         help="at the smallest fraction, where the 3-point target is")  # fmt: skip
     parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS))
     parser.add_argument("--image-size", type=int, default=None, help="retrieval input (default: "
-                        f"{TrainConfig.image_size} / 96)")  # fmt: skip
+                        f"{Preprocessing.image_size} / 96)")  # fmt: skip
     parser.add_argument("--generator-hidden", type=int, default=256)
     parser.add_argument(
         "--supervised-epochs",
         type=int,
-        default=TrainConfig.epochs,
+        default=TrainConfig().run.epochs,
         help="supervised baseline and start run (cosine schedule length)",
     )
     parser.add_argument(
@@ -219,7 +234,7 @@ def main() -> None:
     shoe = args.data == "shoe-v1"
     args.seeds_at_smallest = args.seeds_at_smallest or args.seeds
     args.budget_s = args.budget_s or (3600.0 if shoe else 240.0)
-    args.image_size = args.image_size or (TrainConfig.image_size if shoe else 96)
+    args.image_size = args.image_size or (Preprocessing.image_size if shoe else 96)
     if args.generator_pretrain_epochs is None:
         args.generator_pretrain_epochs = 10 if shoe else 0
     torch.set_num_threads(args.threads)
@@ -242,7 +257,8 @@ def main() -> None:
 
             def supervised(out: Path = supervised_out, f: float = fraction, s: int = seed) -> dict:
                 config = retrieval_config(args, data, f, s)
-                return scores(train(replace(config, out=str(out), time_budget_s=args.budget_s)))
+                run = replace(config.run, out=str(out), time_budget_s=args.budget_s)
+                return scores(train(replace(config, run=run)))
 
             semi_out = runs / tag / "semi"
 
@@ -311,11 +327,7 @@ def main() -> None:
             "generator_model": asdict(template.generator.model),
             "seeds": args.seeds,
             "seeds_at_smallest": args.seeds_at_smallest,
-            "semi_defaults": {
-                k: v
-                for k, v in asdict(SemiConfig()).items()
-                if not isinstance(v, dict) and k not in ("data", "out", "unlabelled")
-            },
+            "semi_defaults": semi_defaults(),
             "threads": args.threads,
         },
         "fractions": table,

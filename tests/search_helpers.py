@@ -81,17 +81,22 @@ def bar_sketch(name: str, width: float = 256.0, height: float = 256.0) -> Sketch
 
 def make_tiny_run(run_dir: Path) -> Path:
     """An untrained run folder with a small real network (MobileNetV3 at 64 px, 32-d)."""
-    from fgsbir.models.embedding import build_embedding_net
+    from fgsbir.config import config_to_dict
+    from fgsbir.data.transforms import Preprocessing
+    from fgsbir.models.embedding import EmbeddingArch, build_embedding_net
     from fgsbir.runs import save_model
+    from fgsbir.train.supervised import TrainConfig
 
-    config = {
-        "backbone": "mobilenetv3_small_050",
-        "pretrained": False,
-        "embedding_dim": 32,
-        "image_size": 64,
-        "line_width": 2.0,
-    }
+    arch = EmbeddingArch(
+        backbone="mobilenetv3_small_050",
+        pretrained=False,
+        embedding_dim=32,
+        feature_level=None,
+        pool_grid=1,
+    )
+    prep = Preprocessing(image_size=64, line_width=2.0, photo_input="rgb")
+    config = {"kind": "embedding", **config_to_dict(TrainConfig(model=arch, prep=prep))}
     torch.manual_seed(0)
-    model = build_embedding_net(config)
+    model = build_embedding_net(arch)
     save_model(run_dir, model, config, None, "Untrained tiny model for tests.")
     return run_dir

@@ -44,7 +44,7 @@ def test_every_shipped_tensor_is_loaded_in_order(shipped, lite0) -> None:
 def test_shipped_weights_recognise_a_natural_photo(shipped, lite0) -> None:
     """Features + the shipped ImageNet classifier call the cat photo a cat; random init cannot."""
     cat = Image.fromarray(skdata.chelsea())
-    x = photos_to_tensor([cat], Preprocessing(image_size=224))
+    x = photos_to_tensor([cat], Preprocessing(image_size=224, photo_input="rgb"))
     classifier = (shipped["_fc.weight"], shipped["_fc.bias"])
     random_init = create_backbone("efficientnet_lite0", pretrained=False).eval()
     with torch.no_grad():

@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from fgsbir.cli import main
 from fgsbir.config import ConfigError, config_to_dict, load_config
+from fgsbir.train.supervised import TrainConfig
 
 
 @dataclass
@@ -59,3 +61,37 @@ def test_bad_yaml_file_is_named(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml"):
         load_config(Example, bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["train", "--labelled-fraction", "1.5"], "data.labelled_fraction"),
+        (["train", "--labelled-fraction", "0"], "data.labelled_fraction"),
+        (["train", "--epochs", "0"], "run.epochs"),
+        (["train", "--set", "lr=-1"], "lr"),
+        (["train", "--set", "model.pool_grid=zero"], "model.pool_grid"),
+        (["train", "--set", "prep.photo_input=grey"], "prep.photo_input"),
+        (
+            ["train", "--method", "semi", "--set", "supervised.batch_size=0"],
+            "supervised.batch_size",
+        ),
+        (["train-generator", "--set", "model.hidden=0"], "model.hidden"),
+        (["train-generator", "--time-budget", "-5"], "run.time_budget_s"),
+        (["train-generator", "--set", "model.bogus=1"], "model.bogus"),
+    ],
+)
+def test_the_cli_names_a_bad_setting_in_one_line(tmp_path, capsys, args, key) -> None:
+    out = tmp_path / "run"
+    assert main([*args, "--data", "synthetic", "--out", str(out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("fgsbir: error:") and "\n" not in message
+    assert key in message
+    assert not out.exists()  # refused before any work
+
+
+def test_a_bad_value_in_a_yaml_file_is_named(tmp_path) -> None:
+    bad = tmp_path / "recipe.yaml"
+    bad.write_text("data:\n  val_fraction: 2\n")
+    with pytest.raises(ConfigError, match=r"'data\.val_fraction'"):
+        load_config(TrainConfig, bad)

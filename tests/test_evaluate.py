@@ -9,7 +9,7 @@ from fgsbir.data.dataset import SketchRecord, Split, load_dataset
 from fgsbir.data.photos import load_photo
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.evaluate import evaluate_run, evaluate_split, rank_of_true, retrieval_metrics, top_k
-from fgsbir.models.embedding import load_embedder
+from fgsbir.inference import load_embedder
 from fgsbir.viz import CELL_INCHES
 
 # Photos at 0, 1, 2, 3 on a line; three queries.

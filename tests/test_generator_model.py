@@ -71,25 +71,39 @@ def test_decode_shapes(model: PhotoToSketch) -> None:
 
 
 def test_recurrent_dropout_acts_in_training_only() -> None:
+    """In training, recurrent dropout drops units of the cell's candidate update (keeping the
+    rest scaled by ``1 / (1 - p)``) but never the memory; in evaluation the cell is a plain LSTM.
+    Watched on the first decoder step: what the LSTM cell reads and what the head sees."""
     torch.manual_seed(0)
     model = PhotoToSketch(GeneratorArch(**{**TINY.__dict__, "dropout": 0.5}), pretrained=False)
-    inputs, h, c = torch.randn(4, TINY.feature_dim + 5), torch.randn(4, 32), torch.randn(4, 32)
-    model.eval()
-    plain = model.cell(inputs, (h, c))
-    for got, want in zip(model._advance(inputs, (h, c)), plain, strict=True):
-        torch.testing.assert_close(got, want)
-    model.train()
+    plain = PhotoToSketch(GeneratorArch(**{**TINY.__dict__, "dropout": 0.0}), pretrained=False)
+    plain.load_state_dict(model.state_dict())  # the same weights, without dropout
+    seen: dict[str, tuple[torch.Tensor, ...]] = {}
+    model.cell.register_forward_pre_hook(lambda _, args: seen.update(cell=args))
+    model.head.register_forward_pre_hook(lambda _, args: seen.update(head=args))
+    first = _targets(4, 1, [1, 1, 1, 1])  # one step: the decoder reads only the start token
+    with torch.no_grad():
+        encoding = model.eval().encode(torch.randn(4, 3, TINY.image_size, TINY.image_size))
+        decoded = model.decode(encoding, encoding.mu, first)
+        inputs, (h, c) = seen["cell"]  # [context, start token] and the initial state
+        torch.testing.assert_close(seen["head"][0], model.cell(inputs, (h, c))[0])
+        unchanged = plain.eval().decode(encoding, encoding.mu, first)
+        torch.testing.assert_close(decoded.log_pi, unchanged.log_pi)
+        torch.testing.assert_close(decoded.mu, unchanged.mu)
+
+        model.train()
+        model.decode(encoding, encoding.mu, first)
+        (dropped_h,) = seen["head"]
     gates = model.cell.weight_ih @ inputs.T + model.cell.bias_ih[:, None]
     gates = (gates + model.cell.weight_hh @ h.T + model.cell.bias_hh[:, None]).T
-    i, f, g, _ = gates.chunk(4, dim=-1)
-    _, dropped_c = model._advance(inputs, (h, c))
+    i, f, g, o = gates.chunk(4, dim=-1)
     # each unit of the new memory keeps the forget path; the candidate is either dropped or
     # scaled by 1 / (1 - p)
     kept = torch.sigmoid(f) * c
     candidate = torch.sigmoid(i) * torch.tanh(g)
-    dropped = torch.isclose(dropped_c, kept, atol=1e-6)
-    doubled = torch.isclose(dropped_c, kept + 2 * candidate, atol=1e-6)
-    assert bool((dropped | doubled).all())
+    dropped = torch.isclose(dropped_h, torch.sigmoid(o) * torch.tanh(kept), atol=1e-6)
+    doubled = torch.sigmoid(o) * torch.tanh(kept + 2 * candidate)
+    assert bool((dropped | torch.isclose(dropped_h, doubled, atol=1e-6)).all())
     assert 0 < int(dropped.sum()) < dropped.numel()
 
 

@@ -21,7 +21,7 @@ from fgsbir.index import (
     build_index,
     open_index,
 )
-from fgsbir.models.embedding import load_embedder
+from fgsbir.inference import load_embedder, load_gallery_model
 from fgsbir.sketch.io import load_sketch, write_png, write_stroke_json, write_svg
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -215,7 +215,8 @@ def test_cli_index_and_search_each_sketch_format(
     assert main(["search", str(tmp_path / "idx"), str(path), "-k", "5", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
 
-    index, embedder = open_index(tmp_path / "idx")
+    embedder = load_gallery_model(tmp_path / "idx")  # the run folder the index remembers
+    index = open_index(tmp_path / "idx", embedder)
     query = embedder.embed_sketches([load_sketch(path)])[0]
     truth = _brute_force(index.embeddings, query, 5)
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
@@ -232,6 +233,22 @@ def test_cli_reports_a_wrong_model_as_one_line(
     assert main(["index", str(tiny_run), str(gallery), "--out", str(tmp_path / "idx")]) == 2
     err = capsys.readouterr().err
     assert "fake-model-a" in err and load_embedder(tiny_run).identity in err
+
+
+def test_gallery_model_is_the_named_run_or_the_one_the_index_remembers(
+    tiny_run: Path, gallery: Path, tmp_path: Path
+) -> None:
+    build_index(FakeEmbedder(), gallery, tmp_path / "fake", progress=False)
+    with pytest.raises(GalleryIndexError, match="does not record the run folder"):
+        load_gallery_model(tmp_path / "fake")
+    named = load_gallery_model(tmp_path / "fake", tiny_run, device="cpu")
+    assert named.identity == load_embedder(tiny_run).identity
+    with pytest.raises(GalleryIndexError, match="fake-model-a"):
+        open_index(tmp_path / "fake", named)
+
+    build_index(named, gallery, tmp_path / "real", run_dir=tiny_run, progress=False)
+    remembered = load_gallery_model(tmp_path / "real", device="cpu")
+    assert open_index(tmp_path / "real", remembered).run_dir == tiny_run.resolve()
 
 
 @pytest.mark.realdata

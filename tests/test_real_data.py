@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fgsbir.data.dataset import load_dataset
+from fgsbir.config import DataConfig
+from fgsbir.data.dataset import load_data, load_dataset
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = pytest.mark.realdata
@@ -78,9 +79,12 @@ def test_sketchy_subset_split_by_photo() -> None:
 def test_shoe_v1_with_the_v2_photos_as_unlabelled_pool() -> None:
     (n_pool,) = readme_numbers(r"\| (\d+) photos, 400x400")
     (n_train,) = readme_numbers(r"(\d+) train pairs")
-    ds = load_dataset(
-        folder("qmul-shoe-v1"), labelled_fraction=0.5, unlabelled=[folder("shoev2-photos")]
+    config = DataConfig(
+        path=str(folder("qmul-shoe-v1")),
+        labelled_fraction=0.5,
+        unlabelled=[str(folder("shoev2-photos"))],
     )
+    ds = load_data(config)  # what a training run loads
     n_val = round(0.1 * n_train)
     assert len(ds.val.photos) == n_val
     assert len(ds.train.photos) == round(0.5 * (n_train - n_val))

@@ -16,20 +16,17 @@ from safetensors.torch import load_file, save_file
 
 import fgsbir.train.generator as train_module
 from fgsbir.cli import main
+from fgsbir.config import DataConfig, RunOptions
+from fgsbir.data.sequences import mirrored, on_canvas
 from fgsbir.data.transforms import Preprocessing, input_pixels, normalise
+from fgsbir.errors import FgsbirError
+from fgsbir.inference import TrainedGenerator, generate, load_generator
 from fgsbir.losses.sequence import PEN_END
+from fgsbir.models.generator import GeneratorArch
 from fgsbir.runs import MODEL_FILE, load_resume_state
 from fgsbir.sketch.io import read_stroke_json, read_svg
 from fgsbir.sketch.strokes import Sketch
-from fgsbir.train.generator import (
-    GeneratorConfig,
-    TrainedGenerator,
-    generate,
-    load_generator,
-    mirrored,
-    on_canvas,
-    train_generator,
-)
+from fgsbir.train.generator import GeneratorConfig, train_generator
 
 TINY_MODEL = {
     "image_size": 64,
@@ -75,19 +72,20 @@ def _write_pairs(root: Path, n_train: int = 8, n_test: int = 3) -> Path:
     return root
 
 
-def _config(data: Path, out: Path, **overrides: object) -> GeneratorConfig:
-    values = {
-        "data": str(data),
-        "out": str(out),
-        "pretrained": False,
-        "epochs": 2,
-        "batch_size": 4,
-        "val_fraction": 0.25,
-        "grid_rows": 2,
-        "lr": 3e-3,
-        **overrides,
-    }
-    return GeneratorConfig(model=train_module.GeneratorArch(**TINY_MODEL), **values)
+def _config(
+    data: Path,
+    out: Path,
+    epochs: int = 2,
+    labelled_fraction: float = 1.0,
+    **overrides: object,
+) -> GeneratorConfig:
+    values = {"pretrained": False, "batch_size": 4, "grid_rows": 2, "lr": 3e-3, **overrides}
+    return GeneratorConfig(
+        data=DataConfig(str(data), labelled_fraction=labelled_fraction, val_fraction=0.25),
+        run=RunOptions(str(out), epochs=epochs),
+        model=GeneratorArch(**TINY_MODEL),
+        **values,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -162,14 +160,15 @@ def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:
     resumed = train_generator(_config(data, stopped, epochs=2))
     assert resumed["epochs_trained"] == 2
     a, b = load_resume_state(straight), load_resume_state(stopped)
-    assert a is not None and b is not None and a["step"] == b["step"]
+    assert a is not None and b is not None
+    assert a["progress"]["step"] == b["progress"]["step"] > 0
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=key)
     epochs = [
         json.loads(line)["epoch"] for line in (stopped / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [1, 1, 2, 2]  # train + val per epoch, none doubled
-    with pytest.raises(train_module.FgsbirError, match="other settings"):
+    with pytest.raises(FgsbirError, match="other settings"):
         train_generator(_config(data, stopped, epochs=3, lr=1e-2))
 
 
@@ -228,7 +227,8 @@ def test_pretraining_comes_first(
     config = _config(data, out, epochs=1, pretrain_data=str(source), pretrain_epochs=2)
     result = train_generator(config)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["phase"] for r in records if r["split"] == "train"] == ["pretrain"] * 2 + ["pairs"]
+    phases = [r["pretraining"] for r in records if r["split"] == "train"]
+    assert phases == [1.0, 1.0, 0.0]  # the share of each epoch's steps on pre-training data
     assert result["epochs_trained"] == 3
     info = json.loads((out / "config.json").read_text())["data_info"]
     assert info["pretrain_sketches"] == 8  # the pickle's train keys, or the 8 photos' outlines
@@ -297,5 +297,5 @@ def test_cli_train_and_generate_write_readable_files(
         + ["--set", "pretrained=false", "--set", "batch_size=4", "--set", "grid_rows=1"]
     )
     assert code == 0 and "NLL per point" in capsys.readouterr().out
-    assert json.loads((cli_run / "config.json").read_text())["epochs"] == 1
+    assert json.loads((cli_run / "config.json").read_text())["run"]["epochs"] == 1
     assert main(["generate", str(run), photos[0], "--out", str(out), "--samples", "0"]) == 2

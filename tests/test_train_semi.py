@@ -14,21 +14,20 @@ import torch
 from safetensors.torch import load_file
 
 from fgsbir.cli import main
+from fgsbir.config import DataConfig, RunOptions
 from fgsbir.data.dataset import load_dataset
 from fgsbir.data.synthetic import ensure_synthetic
+from fgsbir.data.transforms import Preprocessing
 from fgsbir.errors import FgsbirError
 from fgsbir.evaluate import evaluate_run
-from fgsbir.models.embedding import load_embedder
+from fgsbir.inference import load_embedder, load_generator
+from fgsbir.models.embedding import EmbeddingArch
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.runs import load_resume_state, read_metrics
+from fgsbir.train import semi
 from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
-from fgsbir.train.generator import GeneratorConfig, load_generator
-from fgsbir.train.semi import (
-    SemiConfig,
-    _SemiTrainer,
-    _start_config,
-    train_semi,
-)
+from fgsbir.train.generator import GeneratorConfig
+from fgsbir.train.semi import SemiConfig, SemiTask, train_semi, train_start_runs
 from fgsbir.train.supervised import TrainConfig
 
 BACKBONE = "test_efficientnet"  # timm's tiny test network: the test is about the training loop
@@ -55,15 +54,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return str(pairs), str(pool / "photo")
 
 
-def tiny_config(data: tuple[str, str], out: Path, **changes: object) -> SemiConfig:
+def tiny_config(data: tuple[str, str], out: Path, epochs: int = 2, **changes: object) -> SemiConfig:
+    """A tiny semi run of ``epochs`` joint epochs; ``changes`` replace SemiConfig fields."""
     pairs, pool = data
     config = SemiConfig(
-        data=pairs, out=str(out), unlabelled=[pool], val_fraction=0.2,
-        supervised=TrainConfig(backbone=BACKBONE, pretrained=False, epochs=2, image_size=48,
-                               batch_size=4, embedding_dim=16, lr=1e-3),
-        generator=GeneratorConfig(model=TINY_GENERATOR, pretrained=False, epochs=2, batch_size=4,
-                                  lr=3e-3, grid_rows=2),
-        epochs=2, batch_size=4, unlabelled_batch_size=4, lr=1e-3, gen_lr=1e-3,
+        data=DataConfig(path=pairs, unlabelled=[pool], val_fraction=0.2),
+        run=RunOptions(out=str(out), epochs=epochs),
+        supervised=TrainConfig(
+            run=RunOptions(epochs=2), prep=Preprocessing(image_size=48), batch_size=4, lr=1e-3,
+            model=EmbeddingArch(backbone=BACKBONE, pretrained=False, embedding_dim=16),
+        ),
+        generator=GeneratorConfig(run=RunOptions(epochs=2), model=TINY_GENERATOR,
+                                  pretrained=False, batch_size=4, lr=3e-3, grid_rows=2),
+        batch_size=4, unlabelled_batch_size=4, lr=1e-3, gen_lr=1e-3,
         disc_warmup_steps=2, disc_image_size=16, picture_photos=2, grid_queries=2,
     )  # fmt: skip
     return replace(config, **changes)
@@ -90,7 +93,8 @@ def test_joint_run_trains_both_models_into_a_complete_run_folder(
         assert (out / name).stat().st_size > 10_000, name
     assert (out / "start_retrieval" / "model.safetensors").is_file()  # start runs trained here
     assert result["start"]["retrieval_s"] > 0 and result["start"]["generator_s"] > 0
-    assert result["epochs_trained"] == 2 and result["steps"] == 2 + 2 * 3  # warm-up + 12 pairs / 4
+    # 12 pairs / 4 per epoch; the 2 discriminator warm-up steps are not training steps
+    assert result["epochs_trained"] == 2 and result["steps"] == 2 * 3
 
     # every loss and reward of every logged step is finite, and each part of the method ran
     records = read_metrics(out / "metrics.jsonl")
@@ -100,7 +104,8 @@ def test_joint_run_trains_both_models_into_a_complete_run_folder(
                 "reward_retrieval", "reward_disc", "pg_loss", "gen_nll"):  # fmt: skip
         assert all(math.isfinite(r[key]) for r in train), key
     assert all(0.0 <= r["reward_retrieval"] <= 1.0 for r in train)
-    assert result["skipped_generator_steps"] == 0
+    assert result["skipped_steps"] == 0 and all(r["skipped_steps"] == 0 for r in train)
+    assert all(r["skipped_generator"] == 0.0 for r in train)
 
     # both models moved away from their start runs; the generator's backbone stayed frozen
     state = load_resume_state(out)
@@ -161,8 +166,8 @@ def test_cli_semi_run_with_a_labelled_fraction(
     out = tmp_path / "cli"
     settings = {
         "retrieval_run": start / "start_retrieval", "generator_run": start / "start_generator",
-        "val_fraction": 0.2, "batch_size": 4, "unlabelled_batch_size": 4, "disc_warmup_steps": 1,
-        "disc_image_size": 16, "picture_photos": 2, "grid_queries": 2,
+        "data.val_fraction": 0.2, "batch_size": 4, "unlabelled_batch_size": 4,
+        "disc_warmup_steps": 1, "disc_image_size": 16, "picture_photos": 2, "grid_queries": 2,
     }  # fmt: skip
     args = ["train", "--data", pairs, "--unlabelled", pool, "--out", str(out), "--epochs", "1"]
     sets = [f"--set={key}={value}" for key, value in settings.items()]
@@ -182,7 +187,7 @@ def test_resumed_run_matches_an_uninterrupted_one(
               "generator_run": str(out / "start_generator")}  # fmt: skip
     straight = train_semi(tiny_config(data, tmp_path / "straight", **starts))
 
-    step = _SemiTrainer._step
+    step = SemiTask.step
     calls = {"n": 0}
 
     def killed_in_epoch_two(self, *args):
@@ -191,15 +196,16 @@ def test_resumed_run_matches_an_uninterrupted_one(
             raise KeyboardInterrupt
         return step(self, *args)
 
-    monkeypatch.setattr(_SemiTrainer, "_step", killed_in_epoch_two)
+    monkeypatch.setattr(SemiTask, "step", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train_semi(tiny_config(data, tmp_path / "resumed", **starts))
-    assert load_resume_state(tmp_path / "resumed")["epoch"] == 1
-    monkeypatch.setattr(_SemiTrainer, "_step", step)
+    assert load_resume_state(tmp_path / "resumed")["progress"]["epoch"] == 1
+    monkeypatch.setattr(SemiTask, "step", step)
     resumed = train_semi(tiny_config(data, tmp_path / "resumed", **starts))
 
     a, b = load_resume_state(tmp_path / "straight"), load_resume_state(tmp_path / "resumed")
-    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 8)
+    done = [(s["progress"]["epoch"], s["progress"]["step"]) for s in (a, b)]
+    assert done == [(2, 6), (2, 6)]
     for part in ("model", "generator", "discriminator"):
         assert not _changed(a[part], b[part]), part
     assert resumed["test"] == straight["test"]
@@ -215,9 +221,39 @@ def test_resumed_run_matches_an_uninterrupted_one(
         train_semi(tiny_config(data, tmp_path / "resumed", pg_weight=2.0, **starts))
 
 
-def test_start_runs_train_on_the_labelled_share_within_their_budget(tmp_path: Path) -> None:
-    config = SemiConfig(data="pairs", labelled_fraction=0.25, seed=3, time_budget_s=100.0)
-    for template, share in ((config.supervised, 0.4), (config.generator, 0.2)):
-        start = _start_config(template, config, tmp_path / "start", share)
-        assert (start.data, start.labelled_fraction, start.seed) == ("pairs", 0.25, 3)
-        assert start.out == str(tmp_path / "start") and start.time_budget_s == 100.0 * share
+def test_start_runs_train_on_the_labelled_share_within_their_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing start runs train on this run's data, in its folder, with their share of its time
+    budget, its device and threads, and their own epochs; given ones must be of the right kind."""
+    trained: dict[str, object] = {}
+    monkeypatch.setattr(semi, "train", lambda config: trained.setdefault("retrieval", config))
+    monkeypatch.setattr(
+        semi, "train_generator", lambda config: trained.setdefault("generator", config)
+    )
+    config = SemiConfig(
+        data=DataConfig(path="pairs", labelled_fraction=0.25, seed=3),
+        run=RunOptions(out=str(tmp_path), time_budget_s=100.0, device="cpu", threads=2),
+        supervised=TrainConfig(run=RunOptions(epochs=7)),
+        generator=GeneratorConfig(run=RunOptions(epochs=9)),
+    )
+    start = train_start_runs(config)
+    assert start.retrieval_run == str(tmp_path / "start_retrieval")
+    assert start.generator_run == str(tmp_path / "start_generator")
+    for name, epochs, share in (("retrieval", 7, 0.4), ("generator", 9, 0.2)):
+        run = trained[name].run  # type: ignore[attr-defined]
+        assert trained[name].data == config.data  # type: ignore[attr-defined]
+        assert run.out == str(tmp_path / f"start_{name}") and run.epochs == epochs
+        assert run.time_budget_s == pytest.approx(100.0 * share)
+        assert (run.device, run.threads) == ("cpu", 2)
+
+    # a given start run is checked, not trained
+    trained.clear()
+    folder = tmp_path / "a_generator"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"kind": "generator"}))
+    with pytest.raises(FgsbirError, match="not a embedding run"):
+        train_start_runs(replace(config, retrieval_run=str(folder)))
+    given = train_start_runs(replace(config, generator_run=str(folder)))
+    assert given.generator_run == str(folder) and given.generator_s == 0.0
+    assert list(trained) == ["retrieval"]

@@ -10,19 +10,20 @@ import torch
 from safetensors.torch import load_file
 
 from fgsbir.cli import main
-from fgsbir.config import config_to_dict
+from fgsbir.config import ConfigError, DataConfig, RunOptions
 from fgsbir.data.dataset import load_dataset
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.data.transforms import Augmentation, PairDataset, Preprocessing
 from fgsbir.errors import FgsbirError
 from fgsbir.evaluate import evaluate_split
-from fgsbir.models.embedding import Embedder, build_embedding_net, load_embedder
+from fgsbir.inference import Embedder, load_embedder
+from fgsbir.models.embedding import EmbeddingArch, build_embedding_net
 from fgsbir.runs import load_resume_state, read_metrics
 from fgsbir.train.supervised import TrainConfig, train
 
 torch.set_num_threads(1)  # faster than 2 on a shared 2-core machine
 
-TINY = ["image_size=48", "batch_size=8", "embedding_dim=32"]
+TINY = ["prep.image_size=48", "batch_size=8", "model.embedding_dim=32"]
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,19 @@ def tiny_data(tmp_path_factory) -> str:
     return str(ensure_synthetic(root, n_photos=20, sketches_per_photo=2, test_fraction=0.25))
 
 
-def tiny_config(data: str, out, **changes) -> TrainConfig:
+def tiny_config(
+    data: str, out, epochs: int = 3, val_fraction: float = 0.2, **changes
+) -> TrainConfig:
+    """A small recipe; ``changes`` replace TrainConfig fields, ``run_changes`` RunOptions'."""
+    run_changes = changes.pop("run_changes", {})
     config = TrainConfig(
-        data=data, out=str(out), epochs=3, image_size=48, batch_size=4, val_fraction=0.2,
-        embedding_dim=32, warmup_epochs=0.5,
-    )  # fmt: skip
+        data=DataConfig(path=data, val_fraction=val_fraction),
+        run=RunOptions(out=str(out), epochs=epochs, **run_changes),
+        model=EmbeddingArch(embedding_dim=32),
+        prep=Preprocessing(image_size=48),
+        batch_size=4,
+        warmup_epochs=0.5,
+    )
     return replace(config, **changes)
 
 
@@ -53,7 +62,8 @@ def test_train_and_evaluate_from_the_command_line(tmp_path, capsys) -> None:
         assert (run / name).stat().st_size > 10_000, name
 
     config = json.loads((run / "config.json").read_text())
-    assert config["image_size"] == 48 and config["backbone"] == "efficientnet_lite0"
+    assert config["prep"]["image_size"] == 48
+    assert config["model"]["backbone"] == "efficientnet_lite0"
     assert config["data_info"]["train_photos"] == 27 and config["data_info"]["val_photos"] == 15
     records = read_metrics(run / "metrics.jsonl")
     assert [(r["epoch"], r["split"]) for r in records] == [
@@ -80,9 +90,7 @@ def test_training_fits_its_pairs(tiny_data, tmp_path) -> None:
     )  # fmt: skip
     train_split = load_dataset(tiny_data, val_fraction=0.0).train
     torch.manual_seed(0)
-    untrained = Embedder(
-        build_embedding_net(config_to_dict(config)), Preprocessing(48), device="cpu"
-    )
+    untrained = Embedder(build_embedding_net(config.model), config.prep, device="cpu")
     before = evaluate_split(untrained, train_split)[0]
     train(config)
     after = evaluate_split(load_embedder(tmp_path, "cpu"), train_split)[0]
@@ -92,6 +100,8 @@ def test_training_fits_its_pairs(tiny_data, tmp_path) -> None:
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tiny_data, tmp_path, monkeypatch) -> None:
+    """Also the reproducibility check: the straight run and the resumed one are two runs of the
+    same command, and give the same weights and numbers."""
     straight = train(tiny_config(tiny_data, tmp_path / "straight"))
 
     collate = PairDataset.collate
@@ -106,13 +116,17 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data, tmp_path, monkeypat
     monkeypatch.setattr(PairDataset, "collate", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tiny_data, tmp_path / "resumed"))
-    assert load_resume_state(tmp_path / "resumed")["epoch"] == 1
+    assert load_resume_state(tmp_path / "resumed")["progress"]["epoch"] == 1
     monkeypatch.setattr(PairDataset, "collate", collate)
     resumed = train(tiny_config(tiny_data, tmp_path / "resumed"))
 
     a = load_resume_state(tmp_path / "straight")
     b = load_resume_state(tmp_path / "resumed")
-    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (3, 9)
+    assert a["progress"] == b["progress"] | {
+        "elapsed_s": a["progress"]["elapsed_s"],
+        "last_epoch_s": a["progress"]["last_epoch_s"],
+    }
+    assert (a["progress"]["epoch"], a["progress"]["step"]) == (3, 9)
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     best_a = load_file(tmp_path / "straight" / "model.safetensors")
@@ -130,7 +144,27 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data, tmp_path, monkeypat
 
 
 def test_time_budget_and_changed_settings(tiny_data, tmp_path) -> None:
-    result = train(tiny_config(tiny_data, tmp_path, epochs=5, time_budget_s=1e-6))
+    budget = {"time_budget_s": 1e-6}
+    result = train(tiny_config(tiny_data, tmp_path, epochs=5, run_changes=budget))
     assert result["epochs_trained"] == 1  # the first epoch always runs; it overran the budget
     with pytest.raises(FgsbirError, match=r"other settings.*lr"):
         train(tiny_config(tiny_data, tmp_path, epochs=5, lr=1e-3))
+    # run options may change on resume: more epochs and no budget carry on from epoch 1
+    assert train(tiny_config(tiny_data, tmp_path, epochs=2))["epochs_trained"] == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"data": DataConfig(labelled_fraction=1.5)}, "data.labelled_fraction"),
+        ({"run": RunOptions(epochs=0)}, "run.epochs"),
+        ({"model": EmbeddingArch(embedding_dim=0)}, "model.embedding_dim"),
+        ({"prep": Preprocessing(photo_input="grey")}, "prep.photo_input"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_settings_are_refused_before_training(tmp_path, changes, key) -> None:
+    with pytest.raises(ConfigError, match=rf"'{key}'"):
+        train(replace(TrainConfig(run=RunOptions(out=str(tmp_path / "run"))), **changes))
+    assert not (tmp_path / "run").exists()

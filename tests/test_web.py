@@ -14,7 +14,7 @@ from search_helpers import BARS, FakeEmbedder, bar_sketch, make_bar_gallery, mak
 
 from fgsbir.errors import FgsbirError
 from fgsbir.index import GalleryIndex, GalleryIndexError, build_index
-from fgsbir.models.embedding import load_embedder
+from fgsbir.inference import load_embedder, load_gallery_model
 from fgsbir.web.app import (
     MAX_BODY_BYTES,
     MAX_POINTS,
@@ -190,7 +190,7 @@ def test_app_embeds_with_the_run_folder_the_index_remembers(tmp_path: Path) -> N
     run = make_tiny_run(tmp_path / "run")
     make_bar_gallery(tmp_path / "photos")
     build_index(load_embedder(run), tmp_path / "photos", tmp_path / "idx", run_dir=run)
-    client = TestClient(create_app(tmp_path / "idx"))
+    client = TestClient(create_app(tmp_path / "idx", load_gallery_model(tmp_path / "idx")))
     results = client.post("/api/search", json=_body("square", k=len(BARS))).json()["results"]
     assert sorted(r["photo"] for r in results) == list(range(len(BARS)))
     scores = [r["score"] for r in results]

@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from fgsbir.errors import FgsbirError
 
 T = TypeVar("T")
-
-_STRICT_KEYS = ConfigDict(extra="forbid")
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0)]
@@ -43,8 +41,6 @@ class ConfigError(FgsbirError):
 class DataConfig:
     """What a run learns from; shared by every training method (and its start runs)."""
 
-    __pydantic_config__ = _STRICT_KEYS
-
     path: str = "synthetic"  # a data-set folder, or "synthetic" for the built-in data set
     format: Literal["qmul-v2", "qmul-v1", "sketchy", "photos"] | None = None  # else detected
     labelled_fraction: Fraction = 1.0  # training photos that keep their sketches (seeded)
@@ -57,8 +53,6 @@ class DataConfig:
 @dataclass
 class RunOptions:
     """Where and how long a run trains: the only settings a resumed run may change."""
-
-    __pydantic_config__ = _STRICT_KEYS
 
     out: str = "runs/run"
     epochs: Count = 20
@@ -75,10 +69,22 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
     """``cls`` built from a (nested) mapping, every value checked; a bad one is a ConfigError."""
+    _check_keys(cls, values, "")
     try:
         return TypeAdapter(cls).validate_python(dict(values))
     except ValidationError as exc:
         raise ConfigError(_describe(cls, exc)) from None
+
+
+def _check_keys(cls: type, values: Mapping[str, Any], prefix: str) -> None:
+    """Refuse keys that are not fields of the (nested) dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    for key, value in values.items():
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            _check_keys(hints[key], value, f"{prefix}{key}.")
 
 
 def check_config(config: T) -> T:

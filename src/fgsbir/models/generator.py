@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from fgsbir.config import Count
 from fgsbir.data.transforms import Preprocessing
 from fgsbir.losses.sequence import (
     PEN_END,
@@ -42,16 +44,16 @@ class GeneratorArch:
     """Architecture of :class:`PhotoToSketch` (stored in the run's ``config.json``)."""
 
     backbone: str = DEFAULT_BACKBONE
-    image_size: int = 224  # a 7 x 7 feature map for EfficientNet-Lite0
-    feature_dim: int = 128  # attended feature channels (a 1x1 projection of the backbone's)
-    attention_dim: int = 128
-    hidden: int = 256
-    z_dim: int = 128
-    components: int = 20
-    dropout: float = 0.1
+    image_size: Annotated[int, Field(ge=16)] = 224  # a 7 x 7 feature map for EfficientNet-Lite0
+    feature_dim: Count = 128  # attended feature channels (a 1x1 projection of the backbone's)
+    attention_dim: Count = 128
+    hidden: Count = 256
+    z_dim: Count = 128
+    components: Count = 20
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     """Recurrent dropout on the LSTM's candidate update, in training (sketch-rnn's keep 0.9). On
     Shoe-V1 it lowered the validation NLL (2.74 -> 2.73 and 2.60 -> 2.53 on two seeds' splits)."""
-    max_points: int = 80
+    max_points: Count = 80
     """Longest sketch the decoder draws by default (training data is limited to it too)."""
     photo_input: Literal["rgb", "sobel"] = "sobel"
     """What the encoder sees of a photo: its colours, or its edge map drawn like a sketch (see

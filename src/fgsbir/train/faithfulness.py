@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fgsbir.config import config_from_dict
 from fgsbir.data.dataset import Split
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import Preprocessing, photos_to_tensor, sketch_ink, sketches_to_tensor
@@ -77,7 +78,7 @@ def discriminator_faithfulness(
     run = Path(semi_run)
     generator = load_generator(run / GENERATOR_DIR)
     disc, size = load_discriminator(run / DISCRIMINATOR_DIR, str(generator.device))
-    prep = Preprocessing.from_config(load_run_config(run))
+    prep = config_from_dict(Preprocessing, load_run_config(run)["prep"])
 
     def probability(photos: torch.Tensor, sketches: list[Sketch]) -> list[float]:
         ink = sketch_ink(sketches_to_tensor(sketches, prep)).to(generator.device)

@@ -246,10 +246,11 @@ class _Loop:
         self.ctx.barrier()
 
     def _out_of_time(self) -> bool:
-        """Whether another epoch as long as the last would overrun the budget (rank 0 says)."""
-        budget = self.options.time_budget_s
-        p = self.progress
-        return self.ctx.decide(budget is not None and p.elapsed_s + p.last_epoch_s > budget)
+        """Whether another epoch as long as the last would overrun the budget (rank 0 says); the
+        first epoch always runs."""
+        budget, p = self.options.time_budget_s, self.progress
+        over = budget is not None and p.epoch > 0 and p.elapsed_s + p.last_epoch_s > budget
+        return self.ctx.decide(over)
 
     def _train_epoch(self) -> dict[str, float]:
         task, p = self.task, self.progress
@@ -260,11 +261,12 @@ class _Loop:
         for batch in bar:
             stats = task.step(batch, p)
             p.step += 1
-            p.skipped_steps += int(stats.pop("skipped", 0))
+            if stats.pop("skipped", False):
+                p.skipped_steps += 1
+                continue  # its losses are not finite: they would spoil the epoch's means
             for key, value in stats.items():
                 totals.setdefault(key, []).append(value)
-            if "loss" in stats:
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+            bar.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}")
         return {key: float(np.mean(values)) for key, values in totals.items()}
 
     def _validate(self, stats: dict[str, float], epoch_s: float) -> None:

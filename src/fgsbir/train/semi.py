@@ -398,6 +398,8 @@ class SemiTask(RetrievalTask):
                                  config.reward_tau),
             ])  # fmt: skip
             stats |= self._generator_update(batch, drawn, found, fake_logits)
+            # a skipped generator update skips (part of) the joint step: the loop counts it
+            stats["skipped"] = stats["skipped"] or bool(stats.get("skipped_generator"))
         return stats
 
     def _generator_update(
@@ -476,7 +478,8 @@ class SemiTask(RetrievalTask):
         """Generated sketches of evenly spread unlabelled photos, greedy and sampled, captioned
         with the discriminator's probability ``p`` and weight ``w`` (within these photos)."""
         n, device = len(self.pool), self.ctx.device
-        picked = [int(i) for i in np.unique(np.linspace(0, n - 1, self.config.picture_photos))]
+        spread = np.linspace(0, n - 1, self.config.picture_photos).round().astype(int)
+        picked = np.unique(spread).tolist()
         self.pool.load(picked)
         photos = self._low_res(self.pool.inputs(picked).to(device))
         columns = []

@@ -150,7 +150,7 @@ class RetrievalTask(Task):
         self.dataset = load_data(config.data)
         if not self.dataset.train.photos or not self.dataset.train.sketches:
             raise FgsbirError(f"{config.data.path}: no training photos with sketches")
-        self.prep = config.prep
+        self.prep = self.preprocessing()
         self.pairs = PairDataset(self.dataset.train, self.prep, config.augment, config.data.seed)
         self.model = self.build_model().to(self.ctx.device)
         self.optimizer = torch.optim.AdamW(
@@ -161,6 +161,9 @@ class RetrievalTask(Task):
         self.scheduler = self.build_scheduler()
         self.triplet = TripletLoss(config.margin, config.negatives)
         return {"data_info": data_info(self.dataset)}
+
+    def preprocessing(self) -> Preprocessing:
+        return self.config.prep
 
     def build_model(self) -> EmbeddingNet:
         model = build_embedding_net(self.config.model)

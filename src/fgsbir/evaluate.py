@@ -98,6 +98,28 @@ def evaluate_split(
     return retrieval_metrics(sketch_emb, photo_emb, true_photo), sketch_emb, photo_emb
 
 
+def write_retrieval_grid(
+    split: Split,
+    sketch_emb: np.ndarray,
+    photo_emb: np.ndarray,
+    out_png: Path,
+    n_queries: int,
+    k: int = 5,
+) -> None:
+    """A retrieval grid of ``n_queries`` sketches spread evenly over an embedded ``split``, each
+    with its top-``k`` photos."""
+    picked = np.unique(np.linspace(0, len(split.sketches) - 1, n_queries).round().astype(int))
+    ranked = top_k(sketch_emb[picked], photo_emb, k)
+    records = [split.sketches[i] for i in picked]
+    retrieval_grid(
+        [record.sketch for record in records],
+        [[split.photos[j] for j in row] for row in ranked],
+        [split.photos[record.photo] for record in records],
+        out_png,
+        k=k,
+    )
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path,
@@ -117,14 +139,5 @@ def evaluate_run(
     test = load_dataset(data).test
     metrics, sketch_emb, photo_emb = evaluate_split(embedder, test, batch_size)
     if examples_png is not None:
-        picked = np.unique(np.linspace(0, len(test.sketches) - 1, n_examples).round().astype(int))
-        ranked = top_k(sketch_emb[picked], photo_emb, k)
-        records = [test.sketches[i] for i in picked]
-        retrieval_grid(
-            [record.sketch for record in records],
-            [[test.photos[j] for j in row] for row in ranked],
-            [test.photos[record.photo] for record in records],
-            examples_png,
-            k=k,
-        )
+        write_retrieval_grid(test, sketch_emb, photo_emb, examples_png, n_examples, k)
     return {"model": embedder.identity, "data": str(data), **metrics}

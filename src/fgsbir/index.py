@@ -20,10 +20,8 @@ galleries.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -37,6 +35,7 @@ from fgsbir.data.layouts import load_photo_folder
 from fgsbir.data.photos import load_photo
 from fgsbir.errors import DataError, FgsbirError, OnError, report
 from fgsbir.inference import Embedder
+from fgsbir.runs import atomic_write
 
 IndexKind = Literal["exact", "hnsw", "ivf"]
 INDEX_KINDS: tuple[IndexKind, ...] = ("exact", "hnsw", "ivf")
@@ -61,17 +60,6 @@ class SearchResult(NamedTuple):
     rank: int  # 1 = best
     photo: Path
     score: float  # cosine similarity
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -222,12 +210,12 @@ class GalleryIndex:
         """Write the index folder; ``with_ann=False`` skips the faiss structure (checkpoints)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / EMBEDDINGS_FILE, lambda p: _save_npy(p, self.embeddings))
+        atomic_write(directory / EMBEDDINGS_FILE, lambda p: _save_npy(p, self.embeddings))
         photos = json.dumps([str(p) for p in self.photos])
-        _atomic_write(directory / PHOTOS_FILE, lambda p: p.write_text(photos))
+        atomic_write(directory / PHOTOS_FILE, lambda p: p.write_text(photos))
         if with_ann and self.kind != "exact":
             ann = self._approximate()
-            _atomic_write(directory / ANN_FILE, lambda p: faiss.write_index(ann, str(p)))
+            atomic_write(directory / ANN_FILE, lambda p: faiss.write_index(ann, str(p)))
         manifest = {
             "format": FORMAT_VERSION,
             "model": self.model_identity,
@@ -239,7 +227,7 @@ class GalleryIndex:
             "ivf_trained_on": self._ann_trained_on,
         }
         text = json.dumps(manifest, indent=2) + "\n"
-        _atomic_write(directory / MANIFEST_FILE, lambda p: p.write_text(text))
+        atomic_write(directory / MANIFEST_FILE, lambda p: p.write_text(text))
 
     @classmethod
     def load(cls, directory: str | Path) -> GalleryIndex:

@@ -34,7 +34,9 @@ class RunError(FgsbirError):
     """A run folder that is missing or incomplete."""
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(temporary_path)`` and a rename: a kill leaves the old file
+    or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -66,7 +68,7 @@ class MetricsLog:
         """Drop records logged after ``step``: a resumed run re-logs them, so none is doubled."""
         kept = [r for r in self.read() if r.get("step", -1) <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
-        _atomic_write(self.path, lambda p: p.write_text(text))
+        atomic_write(self.path, lambda p: p.write_text(text))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -86,11 +88,11 @@ def save_model(
     """Write the selected weights, the configuration (with metrics) and the model card."""
     run_dir = Path(run_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(run_dir / MODEL_FILE, lambda p: save_file(state, str(p)))
+    atomic_write(run_dir / MODEL_FILE, lambda p: save_file(state, str(p)))
     payload = {**config, "metrics": metrics or {}}
-    _atomic_write(run_dir / CONFIG_FILE, lambda p: p.write_text(json.dumps(payload, indent=2)))
+    atomic_write(run_dir / CONFIG_FILE, lambda p: p.write_text(json.dumps(payload, indent=2)))
     if card:
-        _atomic_write(run_dir / CARD_FILE, lambda p: p.write_text(card))
+        atomic_write(run_dir / CARD_FILE, lambda p: p.write_text(card))
 
 
 def load_model_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -112,7 +114,7 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 def save_resume_state(run_dir: str | Path, state: dict[str, Any]) -> None:
     """Atomically save a training state (model, optimiser, schedule, epoch, RNG states...)."""
-    _atomic_write(Path(run_dir) / RESUME_FILE, lambda p: torch.save(state, p))
+    atomic_write(Path(run_dir) / RESUME_FILE, lambda p: torch.save(state, p))
 
 
 class Stateful(Protocol):

@@ -13,21 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from fgsbir.config import Count, DataConfig, NonNegative, Positive, RunOptions
-from fgsbir.data.dataset import Dataset, Split, load_data
+from fgsbir.data.dataset import Dataset, load_data
 from fgsbir.data.transforms import Augmentation, PairDataset, Preprocessing
 from fgsbir.errors import FgsbirError
-from fgsbir.evaluate import evaluate_split, top_k
+from fgsbir.evaluate import evaluate_split, write_retrieval_grid
 from fgsbir.inference import Embedder
 from fgsbir.losses.metric import NegativeMining, TripletLoss
 from fgsbir.models.backbones import freeze_early_groups
 from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
 from fgsbir.runs import Stateful
 from fgsbir.train.loop import Progress, Task, fit, optimise, shuffled_batches
-from fgsbir.viz import retrieval_grid
 
 GRID_PNG = "retrieval_{split}.png"
 
@@ -123,21 +121,6 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_retrieval_grid(
-    split: Split, sketch_emb: np.ndarray, photo_emb: np.ndarray, out_png: Path, n_queries: int
-) -> None:
-    """A retrieval grid of ``n_queries`` sketches spread evenly over an embedded ``split``."""
-    picked = np.unique(np.linspace(0, len(split.sketches) - 1, n_queries).round().astype(int))
-    ranked = top_k(sketch_emb[picked], photo_emb, 5)
-    records = [split.sketches[i] for i in picked]
-    retrieval_grid(
-        [r.sketch for r in records],
-        [[split.photos[j] for j in row] for row in ranked],
-        [split.photos[r.photo] for r in records],
-        out_png,
-    )
 
 
 class RetrievalTask(Task):

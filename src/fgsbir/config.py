@@ -31,6 +31,7 @@ Positive = Annotated[float, Field(gt=0.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 Count = Annotated[int, Field(ge=1)]
 Natural = Annotated[int, Field(ge=0)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class ConfigError(FgsbirError):
@@ -44,7 +45,7 @@ class DataConfig:
     path: str = "synthetic"  # a data-set folder, or "synthetic" for the built-in data set
     format: Literal["qmul-v2", "qmul-v1", "sketchy", "photos"] | None = None  # else detected
     labelled_fraction: Fraction = 1.0  # training photos that keep their sketches (seeded)
-    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # carved from training photos
+    val_fraction: Rate = 0.1  # carved from training photos
     unlabelled: list[str] = field(default_factory=list)  # extra folders of unlabelled photos
     seed: int = 0  # the splits, the initial weights and every random stream of training
     on_error: Literal["raise", "warn"] = "raise"  # a bad data file stops the run, or is skipped

@@ -147,6 +147,13 @@ def stroke_nll(
     )
 
 
+def point_nll(mixture: StrokeMixture, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The batch's NLL per step (offsets and pen states, the end included; see
+    :func:`stroke_nll`): sketch-rnn's reconstruction loss."""
+    offset, pen = stroke_nll(mixture, targets, lengths)
+    return (offset.sum() + pen.sum()) / (lengths + 1).sum()
+
+
 def kl_loss(mu: torch.Tensor, log_var: torch.Tensor, floor: float = 0.2) -> torch.Tensor:
     """KL of ``N(mu, exp(log_var))`` to ``N(0, I)``, averaged over batch and latent dimensions
     (as sketch-rnn) and floored at ``floor``, below which it stops pulling the latent."""

@@ -76,6 +76,10 @@ class Encoding:
     mu: torch.Tensor  # (B, z_dim)
     log_var: torch.Tensor  # (B, z_dim)
 
+    def rows(self, rows: slice) -> Encoding:
+        """The encoding of some photos of the batch."""
+        return Encoding(self.values[rows], self.keys[rows], self.mu[rows], self.log_var[rows])
+
     def latent(self, noise_scale: float = 1.0) -> torch.Tensor:
         """Reparameterised ``z = mu + noise_scale * sigma * eps`` (``noise_scale = 0``: ``mu``)."""
         if noise_scale == 0:

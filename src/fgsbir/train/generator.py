@@ -43,7 +43,7 @@ from fgsbir.data.sequences import (
 )
 from fgsbir.errors import FgsbirError
 from fgsbir.inference import TrainedGenerator, sequence_nll, write_generated_grid
-from fgsbir.losses.sequence import kl_loss, kl_weight, stroke_nll
+from fgsbir.losses.sequence import kl_loss, kl_weight, point_nll
 from fgsbir.models.generator import GeneratorArch, PhotoToSketch
 from fgsbir.runs import Stateful
 from fgsbir.sketch.io import read_sketchrnn_npz
@@ -243,8 +243,7 @@ class GeneratorTask(Task):
             self.model.encode(images) if config.finetune_backbone else self.model.encode_map(images)
         )
         mixture, mu, log_var = self.model(encoding, targets)
-        offset, pen = stroke_nll(mixture, targets, lengths)
-        nll = (offset.sum() + pen.sum()) / (lengths + 1).sum()
+        nll = point_nll(mixture, targets, lengths)
         kl = kl_loss(mu, log_var, config.kl_floor)
         weight = kl_weight(
             progress.step, config.kl_weight_start, config.kl_weight_end, config.kl_decay

@@ -116,9 +116,10 @@ class Task(ABC):
         """Put the models in training mode (called before every epoch)."""
         self.selected().train()
 
-    def begin(self) -> None:
-        """Called once, before the first epoch of a new run (not when resuming)."""
-        return
+    def begin(self) -> dict[str, float]:
+        """Called once, before the first epoch of a new run (not when resuming); returns
+        statistics to log (as a ``warmup`` record), if any."""
+        return {}
 
     def end_epoch(self, progress: Progress) -> None:
         """Called on the main process after each epoch's validation (e.g. to save more parts)."""
@@ -221,7 +222,9 @@ class _Loop:
         self.ctx.broadcast_modules(self.task.parts().values())
         if state is None:
             began = time.monotonic()
-            self.task.begin()
+            warm_up = self.task.begin()
+            if warm_up and self.log is not None:
+                self.log.log(epoch=0, step=0, split="warmup", **warm_up)
             if self.task.validate_start and self.ctx.is_main:
                 self._validate({}, 0.0)
             self._end_epoch(time.monotonic() - began, counts=False)

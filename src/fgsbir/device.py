@@ -10,6 +10,7 @@ semi-supervised one) train the same way as the others.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,31 +56,27 @@ class DistributedContext:
         return self.world_size > 1
 
     @classmethod
-    def join(cls, device: str | None = None) -> tuple[DistributedContext, bool]:
+    def join(cls, device: str | None = None) -> DistributedContext:
         """This process's context; under ``torchrun`` it joins the process group (gloo on the
-        CPU, nccl on GPUs) unless it already has. Also says whether it started the group (and
-        so should :meth:`close` it)."""
+        CPU, nccl on GPUs) unless it already has. The group lasts until the process exits, so
+        one command may train several runs (the semi-supervised start runs, then its own)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size == 1:
-            return cls(device=select_device(device)), False
+            return cls(device=select_device(device))
         rank = int(os.environ["RANK"])
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = torch.cuda.is_available() and device != "cpu"
         chosen = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
         if use_cuda:
             torch.cuda.set_device(chosen)
-        started = not dist.is_initialized()
-        if started:
+        if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        return cls(rank, world_size, local_rank, chosen), started
+            atexit.register(dist.destroy_process_group)
+        return cls(rank, world_size, local_rank, chosen)
 
     def barrier(self) -> None:
         if self.is_distributed:
             dist.barrier()
-
-    def close(self) -> None:
-        if self.is_distributed and dist.is_initialized():
-            dist.destroy_process_group()
 
     def share(self, items: Sequence[T]) -> list[T]:
         """This process's share of ``items``: every ``world_size``-th, the same count for all."""

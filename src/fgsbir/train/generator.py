@@ -27,7 +27,6 @@ from fgsbir.config import (
     NonNegative,
     Positive,
     RunOptions,
-    check_config,
 )
 from fgsbir.data.dataset import SketchRecord, Split, load_data, load_dataset
 from fgsbir.data.edge_sketches import edge_sketch_split
@@ -292,4 +291,4 @@ def train_generator(config: GeneratorConfig) -> dict[str, Any]:
     """Train (or resume) a generator run; returns the selected model's metrics: ``best_epoch``,
     ``epochs_trained``, ``skipped_steps``, ``val`` and ``test`` NLL dicts (see
     :func:`fgsbir.inference.sequence_nll`, where the splits have sketches) and ``pictures``."""
-    return fit(GeneratorTask(check_config(config)))
+    return fit(GeneratorTask(config))

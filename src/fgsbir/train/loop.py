@@ -188,16 +188,11 @@ def fit(task: Task, options: RunOptions | None = None) -> dict[str, Any]:
     options = check_config(options or task.config.run)
     if options.threads:
         torch.set_num_threads(options.threads)
-    ctx, owned = DistributedContext.join(options.device)
-    try:
-        seed_everything(task.config.data.seed)
-        task.ctx = ctx
-        loop = _Loop(task, options)
-        loop.run()
-        return loop.finish() if ctx.is_main else {}
-    finally:
-        if owned:
-            ctx.close()
+    task.ctx = DistributedContext.join(options.device)
+    seed_everything(task.config.data.seed)
+    loop = _Loop(task, options)
+    loop.run()
+    return loop.finish() if task.ctx.is_main else {}
 
 
 class _Loop:

@@ -51,7 +51,7 @@ def run_training(data: Path, out: Path, hash_seed: str, *extra: str) -> dict:
             "--set",
             "model.max_points=24",
         ],
-    ],  # fmt: skip
+    ],
     ids=["retrieval", "generator"],
 )
 def test_same_command_same_numbers(data, tmp_path, command) -> None:

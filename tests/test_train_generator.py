@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from fgsbir.errors import FgsbirError
 from fgsbir.inference import TrainedGenerator, generate, load_generator
 from fgsbir.losses.sequence import PEN_END
 from fgsbir.models.generator import GeneratorArch
-from fgsbir.runs import MODEL_FILE, load_resume_state
+from fgsbir.runs import MODEL_FILE, load_resume_state, read_metrics
 from fgsbir.sketch.io import read_stroke_json, read_svg
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import GeneratorConfig, train_generator
@@ -175,19 +176,23 @@ def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:
 def test_non_finite_step_is_skipped_and_counted(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = train_module.stroke_nll
+    real = train_module.point_nll
     calls = {"n": 0}
 
-    def poisoned(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
-        offset, pen = real(*args)
+    def poisoned(*args: object) -> torch.Tensor:
         calls["n"] += 1
-        return (offset * float("nan"), pen) if calls["n"] == 2 else (offset, pen)
+        return real(*args) * (float("nan") if calls["n"] == 2 else 1.0)
 
-    monkeypatch.setattr(train_module, "stroke_nll", poisoned)
+    monkeypatch.setattr(train_module, "point_nll", poisoned)
     result = train_generator(_config(data, tmp_path / "run", epochs=1))
     assert result["skipped_steps"] == 1
     weights = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
+    train_record = next(
+        r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train"
+    )
+    assert train_record["skipped_steps"] == 1
+    assert math.isfinite(train_record["loss"]) and math.isfinite(train_record["nll"])
 
 
 def test_labelled_fraction_keeps_a_share_of_the_training_sketches(

@@ -47,7 +47,7 @@ class DataConfig:
     labelled_fraction: Fraction = 1.0  # training photos that keep their sketches (seeded)
     val_fraction: Rate = 0.1  # carved from training photos
     unlabelled: list[str] = field(default_factory=list)  # extra folders of unlabelled photos
-    seed: int = 0  # the splits, the initial weights and every random stream of training
+    seed: Natural = 0  # the splits, the initial weights and every random stream of training
     on_error: Literal["raise", "warn"] = "raise"  # a bad data file stops the run, or is skipped
 
 

@@ -21,16 +21,12 @@ Every part has a switch (``disc_weighting``, ``distillation``, ``policy_gradient
 generator's backbone is frozen during joint training, so each photo's feature map is computed
 once, on first use, and the per-step generator cost is the attentive LSTM alone.
 
-Each epoch is one pass over the labelled pairs; the validation split scores the retrieval model
-after every epoch, and after the discriminator's warm-up (epoch 0: the start model competes too).
-The best epoch's retrieval weights are the run's ``model.safetensors`` (a run folder that
-:func:`fgsbir.inference.load_embedder` and ``fgsbir evaluate`` read like a supervised one);
-the generator and discriminator as joint training left them (latest epoch) are saved in
-``generator/`` (loadable by :func:`fgsbir.inference.load_generator`) and
-``discriminator/``. ``resume.pt`` is rewritten after every epoch; running the same call again
-continues from it. ``run.time_budget_s`` bounds the whole call, start runs included, checked before
-every epoch. Under ``torchrun`` each process takes its share of the labelled batches and its own
-unlabelled photos at every step, and every update averages gradients over the processes.
+Each epoch is one pass over the labelled pairs, scored on the validation split (epoch 0: the
+start model, after the discriminator's warm-up). The best epoch's retrieval weights are the run's
+``model.safetensors``, read like a supervised run's; the latest generator and discriminator are
+saved in ``generator/`` and ``discriminator/`` (see :mod:`fgsbir.inference`).
+``run.time_budget_s`` bounds the whole call, start runs included. Under ``torchrun`` each process
+takes its share of the labelled batches and its own unlabelled photos at every step.
 """
 
 from __future__ import annotations
@@ -56,6 +52,7 @@ from fgsbir.config import (
     check_config,
     config_from_dict,
 )
+from fgsbir.data.dataset import load_data
 from fgsbir.data.transforms import Augmentation, Preprocessing
 from fgsbir.data.unlabelled import UnlabelledPool
 from fgsbir.errors import FgsbirError
@@ -211,11 +208,6 @@ class SemiTask(RetrievalTask):
     def setup(self) -> dict[str, Any]:
         recorded = super().setup()
         config, ctx = self.config, self.ctx
-        if not self.dataset.unlabelled:
-            raise FgsbirError(
-                f"{config.data.path}: no unlabelled photos; give photo folders (unlabelled) or "
-                "a labelled fraction below 1"
-            )
         self.teacher = self.build_model().to(ctx.device).eval().requires_grad_(False)
         self.distill = DistillationLoss(config.distill_tau)
         self.policy = SketchPolicy(
@@ -378,6 +370,15 @@ class SemiTask(RetrievalTask):
         )
 
 
+def check_data(data: DataConfig) -> None:
+    """Refuse data that joint training could not use, before any start run trains."""
+    if not load_data(data).unlabelled:
+        raise FgsbirError(
+            f"{data.path}: no unlabelled photos; give photo folders (--unlabelled) or a "
+            "labelled fraction below 1"
+        )
+
+
 def train_semi(config: SemiConfig) -> dict[str, Any]:
     """Train (or resume) a semi-supervised run; returns the selected model's metrics.
 
@@ -387,6 +388,7 @@ def train_semi(config: SemiConfig) -> dict[str, Any]:
     splits have sketches) and ``pictures``.
     """
     config = check_config(config)
+    check_data(config.data)
     state = load_resume_state(config.run.out)
     start = StartRuns(**state["config"]["start"]) if state else train_start_runs(config)
     budget = config.run.time_budget_s

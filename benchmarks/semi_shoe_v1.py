@@ -56,14 +56,15 @@ from fgsbir.models.generator import GeneratorArch
 from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
 from fgsbir.train.generator import GeneratorConfig
 from fgsbir.train.semi import SemiConfig, train_semi
+from fgsbir.train.semi_parts import PolicyConfig
 from fgsbir.train.supervised import TrainConfig, train
 
 CONTROL = {"generated_weight": 0.0, "distillation": False}
 ABLATIONS = {
     "no_disc_weighting": {"disc_weighting": False},
     "no_distillation": {"distillation": False},
-    "no_policy_gradient": {"policy_gradient": False},
-    "generator_frozen": {"generator_frozen": True},
+    "no_policy_gradient": {"policy": PolicyConfig(policy_gradient=False)},
+    "generator_frozen": {"policy": PolicyConfig(frozen=True)},
 }
 METRICS = ("acc@1", "acc@10", "mrr")
 GENERATOR_BUDGET_SHARE = 0.35  # of the semi run's budget: edge-map pre-training, then the pairs
@@ -165,7 +166,10 @@ def semi_defaults() -> dict[str, Any]:
     """SemiConfig's own defaults, with those of its data and run settings, as one flat mapping
     (the start runs' settings and the augmentation are recorded elsewhere or not at all)."""
     defaults = asdict(SemiConfig())
-    flat = {**defaults.pop("data"), **defaults.pop("run"), **defaults}
+    nested = {
+        f"{part}.{k}": v for part in ("policy", "critic") for k, v in defaults.pop(part).items()
+    }
+    flat = {**defaults.pop("data"), **defaults.pop("run"), **nested, **defaults}
     return {
         k: v
         for k, v in flat.items()

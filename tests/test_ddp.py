@@ -80,7 +80,7 @@ def test_semi_supervised_training(data, tmp_path) -> None:
         *settings("supervised.", [*RETRIEVAL, "run.epochs=1"]),
         *settings("generator.", [*GENERATOR, "run.epochs=1"]),
         "--set", "batch_size=2", "--set", "unlabelled_batch_size=2",
-        "--set", "disc_warmup_steps=2", "--set", "disc_image_size=32",
+        "--set", "critic.warmup_steps=2", "--set", "critic.image_size=32",
     )  # fmt: skip
     records = read_metrics(run / "metrics.jsonl")
     # 6 labelled photos in 3 batches of 2: 1 joint step per process (the third batch is left)

@@ -28,6 +28,7 @@ from fgsbir.train import semi
 from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
 from fgsbir.train.generator import GeneratorConfig
 from fgsbir.train.semi import SemiConfig, SemiTask, train_semi, train_start_runs
+from fgsbir.train.semi_parts import CriticConfig, PolicyConfig
 from fgsbir.train.supervised import TrainConfig
 
 BACKBONE = "test_efficientnet"  # timm's tiny test network: the test is about the training loop
@@ -43,6 +44,11 @@ def two_threads() -> Iterator[None]:
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
+
+
+def config_policy() -> PolicyConfig:
+    """The tiny runs' generator settings."""
+    return PolicyConfig(lr=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +72,8 @@ def tiny_config(data: tuple[str, str], out: Path, epochs: int = 2, **changes: ob
         ),
         generator=GeneratorConfig(run=RunOptions(epochs=2), model=TINY_GENERATOR,
                                   pretrained=False, batch_size=4, lr=3e-3, grid_rows=2),
-        batch_size=4, unlabelled_batch_size=4, lr=1e-3, gen_lr=1e-3,
-        disc_warmup_steps=2, disc_image_size=16, picture_photos=2, grid_queries=2,
+        batch_size=4, unlabelled_batch_size=4, lr=1e-3, policy=config_policy(),
+        critic=CriticConfig(warmup_steps=2, image_size=16), picture_photos=2, grid_queries=2,
     )  # fmt: skip
     return replace(config, **changes)
 
@@ -140,7 +146,7 @@ def test_ablation_switches(semi_run: tuple[Path, dict], data: tuple[str, str], t
     config = tiny_config(
         data, tmp_path / "ablation", epochs=1,
         retrieval_run=str(out / "start_retrieval"), generator_run=str(out / "start_generator"),
-        generator_frozen=True, distillation=False, disc_weighting=False,
+        policy=replace(config_policy(), frozen=True), distillation=False, disc_weighting=False,
     )  # fmt: skip
     result = train_semi(config)
     assert result["start"]["retrieval_s"] == 0.0  # given, not trained
@@ -167,7 +173,7 @@ def test_cli_semi_run_with_a_labelled_fraction(
     settings = {
         "retrieval_run": start / "start_retrieval", "generator_run": start / "start_generator",
         "data.val_fraction": 0.2, "batch_size": 4, "unlabelled_batch_size": 4,
-        "disc_warmup_steps": 1, "disc_image_size": 16, "picture_photos": 2, "grid_queries": 2,
+        "critic.warmup_steps": 1, "critic.image_size": 16, "picture_photos": 2, "grid_queries": 2,
     }  # fmt: skip
     args = ["train", "--data", pairs, "--unlabelled", pool, "--out", str(out), "--epochs", "1"]
     sets = [f"--set={key}={value}" for key, value in settings.items()]
@@ -217,8 +223,9 @@ def test_resumed_run_matches_an_uninterrupted_one(
         ]
 
     assert without_time("resumed") == without_time("straight")  # no doubled records
-    with pytest.raises(FgsbirError, match=r"other settings.*pg_weight"):
-        train_semi(tiny_config(data, tmp_path / "resumed", pg_weight=2.0, **starts))
+    with pytest.raises(FgsbirError, match=r"other settings.*policy"):
+        policy = replace(config_policy(), pg_weight=2.0)
+        train_semi(tiny_config(data, tmp_path / "resumed", policy=policy, **starts))
 
 
 def test_start_runs_train_on_the_labelled_share_within_their_budget(

@@ -11,14 +11,14 @@ outline survives.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fgsbir.data.layouts import SketchRecord, Split
+from fgsbir.data.layouts import SketchRecord, Split, cached_sketch
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import edge_pixels, photo_pixels
 from fgsbir.sketch.strokes import Sketch
@@ -57,12 +57,25 @@ def edge_sketch(
     return Sketch.from_strokes(strokes, EDGE_SIZE, EDGE_SIZE)
 
 
+def _edge_reader(max_points: int, **trace: float) -> Callable[[Path], Sketch]:
+    """:func:`edge_sketch` of a photo file, named by its settings (the cache key)."""
+
+    def read(path: Path) -> Sketch:
+        return edge_sketch(load_photo(path), max_points, **trace)
+
+    settings = sorted({"max_points": max_points, **trace}.items())
+    read.__name__ = "edge_sketch_" + "_".join(f"{key}={value}" for key, value in settings)
+    return read
+
+
 def edge_sketch_split(photos: Sequence[Path], max_points: int = 80, **trace: float) -> Split:
     """A split pairing each photo with its :func:`edge_sketch` (photos with almost no edges,
-    e.g. a white object on white, are left out). ``trace`` goes to :func:`edge_sketch`."""
+    e.g. a white object on white, are left out). ``trace`` goes to :func:`edge_sketch`.
+    Tracings are cached on disk, like traced raster sketches (``layouts.cached_sketch``)."""
     records, kept = [], []
+    read = _edge_reader(max_points, **trace)
     for path in tqdm(photos, desc="tracing photo edges", unit="photo", leave=False):
-        sketch = edge_sketch(load_photo(path), max_points, **trace)
+        sketch = cached_sketch(Path(path), read)
         if len(sketch.points) >= MIN_POINTS:
             records.append(SketchRecord(sketch, len(kept), f"{path}#edges"))
             kept.append(Path(path))

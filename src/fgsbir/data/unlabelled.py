@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fgsbir.data.photos import load_photo
+from fgsbir.data.sampling import cycled_batch
 from fgsbir.data.transforms import (
     Augmentation,
     Preprocessing,
@@ -60,13 +61,7 @@ class UnlabelledPool:
     def indices(self, position: int, size: int) -> list[int]:
         """The photos of batch number ``position``: consecutive slices of seeded permutations
         (a pool smaller than a batch repeats no photo)."""
-        n = len(self.photos)
-        chosen = []
-        for item in range(position * size, (position + 1) * size):
-            cycle, offset = divmod(item, n)
-            order = np.random.default_rng([self.seed, 3, cycle]).permutation(n)
-            chosen.append(int(order[offset]))
-        return list(dict.fromkeys(chosen))
+        return cycled_batch(len(self.photos), size, position, self.seed, stream=3)
 
     def views(self, indices: Sequence[int], position: int, aug: Augmentation) -> torch.Tensor:
         """Augmented (crop, colour; no flip) retrieval-network inputs of loaded photos."""

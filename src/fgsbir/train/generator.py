@@ -30,6 +30,7 @@ from fgsbir.config import (
 )
 from fgsbir.data.dataset import SketchRecord, Split, load_data, load_dataset
 from fgsbir.data.edge_sketches import edge_sketch_split
+from fgsbir.data.sampling import shuffled_batches
 from fgsbir.data.sequences import (
     CANVAS,
     ImageEncoder,
@@ -47,7 +48,7 @@ from fgsbir.models.generator import GeneratorArch, PhotoToSketch
 from fgsbir.runs import Stateful
 from fgsbir.sketch.io import read_sketchrnn_npz
 from fgsbir.sketch.strokes import scale_factor
-from fgsbir.train.loop import Progress, Task, fit, optimise, shuffled_batches
+from fgsbir.train.loop import Progress, Task, fit, optimise
 
 GRID_PNG = "generated_{split}.png"
 

@@ -132,18 +132,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def shuffled_batches(
-    n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True
-) -> list[list[int]]:
-    """A seeded order of ``n`` items in batches; with ``drop_last`` a short last batch is dropped
-    unless it is the only one (a batch of one has no in-batch negatives)."""
-    order = np.random.default_rng([seed, 2, epoch]).permutation(n).tolist()
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
-        batches.pop()
-    return batches
-
-
 def optimise(
     loss: torch.Tensor,
     optimizer: torch.optim.Optimizer,

@@ -44,10 +44,8 @@ from fgsbir.config import (
     Count,
     DataConfig,
     Fraction,
-    Natural,
     NonNegative,
     Positive,
-    Rate,
     RunOptions,
     check_config,
     config_from_dict,
@@ -57,15 +55,29 @@ from fgsbir.data.transforms import Augmentation, Preprocessing
 from fgsbir.data.unlabelled import UnlabelledPool
 from fgsbir.errors import FgsbirError
 from fgsbir.losses.metric import DistillationLoss, NegativeMining
-from fgsbir.losses.policy import retrieval_reward
 from fgsbir.models.discriminator import discriminator_weights
 from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
 from fgsbir.models.generator import Encoding
 from fgsbir.runs import Stateful, load_model_state, load_resume_state, load_run_config
 from fgsbir.train.generator import GeneratorConfig, train_generator
 from fgsbir.train.loop import Progress, fit, optimise, progress_bar
-from fgsbir.train.semi_parts import Drawn, Labelled, PairCritic, SketchPolicy, draw_pictures
-from fgsbir.train.supervised import RetrievalTask, TrainConfig, model_card, train
+from fgsbir.train.semi_parts import (
+    CriticConfig,
+    Drawn,
+    Labelled,
+    PairCritic,
+    PolicyConfig,
+    SketchPolicy,
+    draw_pictures,
+)
+from fgsbir.train.supervised import (
+    Batch,
+    EdgePairs,
+    RetrievalTask,
+    TrainConfig,
+    model_card,
+    train,
+)
 
 GENERATED_PNG = "generated_{when}.png"
 GENERATOR_DIR = "generator"
@@ -101,27 +113,14 @@ class SemiConfig:
     margin: NonNegative = 0.2
     negatives: NegativeMining = "hardest"
     augment: Augmentation = field(default_factory=Augmentation)  # unlabelled photos: no flips
+    edges: EdgePairs = field(default_factory=EdgePairs)
     generated_weight: NonNegative = 1.0  # triplet loss on generated pairs, relative to real
     disc_weighting: bool = True  # weight generated pairs by the discriminator's scores
     distillation: bool = True
     distill_weight: NonNegative = 1.0
     distill_tau: Positive = 0.1
-    policy_gradient: bool = True  # REINFORCE update of the generator
-    generator_frozen: bool = False  # no generator update at all (neither REINFORCE nor NLL)
-    pg_weight: NonNegative = 1.0
-    reward_tau: Positive = 0.1  # temperature of the retrieval reward
-    reward_disc_weight: NonNegative = 0.5  # weight of the discriminator probability in the reward
-    baseline_momentum: Rate = 0.9
-    supervised_gen_weight: NonNegative = 1.0  # the generator's sequence loss on labelled pairs
-    gen_kl_weight: NonNegative = 0.1  # KL weight of that loss (KL floor: the generator run's)
-    gen_lr: Positive = 1e-4  # generator (Adam, betas 0.5 / 0.999, constant)
-    grad_clip: Positive = 1.0  # generator gradient norm
-    temperature: NonNegative = 0.5  # sampling temperature of generated sketches
-    max_points: Count | None = None  # longest generated sketch (default: the generator's)
-    disc_image_size: Count = 64
-    disc_width: Count = 32
-    disc_lr: Positive = 2e-4
-    disc_warmup_steps: Natural = 20  # discriminator-only steps before joint training
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # the generator's learning
+    critic: CriticConfig = field(default_factory=CriticConfig)  # the discriminator
     select_metric: Literal["acc@1", "acc@5", "acc@10", "mrr"] = "mrr"  # picks the best epoch
     grid_queries: Count = 8  # rows of the retrieval-grid picture
     picture_photos: Count = 8  # unlabelled photos in the generated-sketch pictures
@@ -210,11 +209,8 @@ class SemiTask(RetrievalTask):
         config, ctx = self.config, self.ctx
         self.teacher = self.build_model().to(ctx.device).eval().requires_grad_(False)
         self.distill = DistillationLoss(config.distill_tau)
-        self.policy = SketchPolicy(
-            self.start.generator_run, self.dataset.train, ctx, config.gen_lr,
-            config.generator_frozen, config.baseline_momentum,
-        )  # fmt: skip
-        self.critic = PairCritic(config.disc_width, config.disc_image_size, config.disc_lr, ctx)
+        self.policy = SketchPolicy(self.start.generator_run, self.dataset.train, config.policy, ctx)
+        self.critic = PairCritic(config.critic, ctx)
         self.pool = UnlabelledPool(
             self.dataset.unlabelled, self.prep, self.policy.model, ctx.device, config.data.seed
         )
@@ -228,12 +224,12 @@ class SemiTask(RetrievalTask):
     def parts(self) -> dict[str, Stateful]:
         return super().parts() | self.policy.parts() | self.critic.parts()
 
-    def _batch(self, epoch: int, batch: list[int], position: int) -> _Batch:
-        """Labelled pairs ``batch`` (augmented as in ``epoch``), the unlabelled photos of batch
-        number ``position``, and the generator's encoding of the unlabelled photos, then of the
-        labelled ones it can learn from (those with a non-empty sketch)."""
+    def _batch(self, batch: Batch, progress: Progress, position: int) -> _Batch:
+        """Labelled pairs ``batch`` (augmented as in ``progress.epoch``), the unlabelled photos
+        of batch number ``position``, and the generator's encoding of the unlabelled photos, then
+        of the labelled ones it can learn from (those with a non-empty sketch)."""
         device = self.ctx.device
-        sketches, photos, labels = self.labelled_batch(batch, epoch)
+        sketches, photos, labels = self.labelled_batch(batch, progress)
         unlabelled = self.pool.indices(position, self.config.unlabelled_batch_size)
         self.pool.load(unlabelled)
         labelled = self.policy.labelled(labels.cpu(), self.config.data.seed, position)
@@ -246,9 +242,8 @@ class SemiTask(RetrievalTask):
         )  # fmt: skip
 
     def _draw(self, encoding: Encoding, temperature: float, track: bool) -> Drawn:
-        config = self.config
         return self.policy.draw(
-            encoding, temperature, track, self.prep, config.disc_image_size, config.max_points
+            encoding, temperature, track, self.prep, self.config.critic.image_size
         )
 
     def _critic_update(self, batch: _Batch, drawn: Drawn) -> tuple[torch.Tensor, dict]:
@@ -256,14 +251,17 @@ class SemiTask(RetrievalTask):
         fakes = torch.cat([batch.unlabelled, batch.photos[batch.labelled.has_sequence]])
         return self.critic.update(batch.photos, batch.sketches, fakes, drawn.ink)
 
-    def step(self, batch_indices: list[int], progress: Progress) -> dict[str, float]:
-        """One joint step on labelled pairs ``batch_indices`` and this process's unlabelled
-        photos of the step (the warm-up steps' batches of unlabelled photos come first)."""
+    def step(self, labelled: Batch, progress: Progress) -> dict[str, float]:
+        """One joint step on a batch of labelled pairs and this process's unlabelled photos of
+        the step (the warm-up steps' come first); edge-pair epochs train retrieval alone."""
         config, ctx = self.config, self.ctx
-        position = (progress.step + config.disc_warmup_steps) * ctx.world_size + ctx.rank
-        batch = self._batch(progress.epoch, batch_indices, position)
-        learns = not config.generator_frozen
-        drawn = self._draw(batch.encoding, config.temperature, learns and config.policy_gradient)
+        if labelled[0] == "edges":
+            return super().step(labelled, progress)
+        position = (progress.step + config.critic.warmup_steps) * ctx.world_size + ctx.rank
+        batch = self._batch(labelled, progress, position)
+        policy = config.policy
+        learns = not policy.frozen
+        drawn = self._draw(batch.encoding, policy.temperature, learns and policy.policy_gradient)
         fake_logits, stats = self._critic_update(batch, drawn)
 
         # retrieval: real pairs + discriminator-weighted generated pairs + distillation
@@ -288,22 +286,14 @@ class SemiTask(RetrievalTask):
         if not learns:
             return stats
         rewards = None
-        if config.policy_gradient:
+        if policy.policy_gradient:
             # this step's (pre-update) embeddings: generated sketches of unlabelled photos
             # among the unlabelled photos, those of labelled photos among those photos
-            found = torch.cat([
-                retrieval_reward(gen_sk[:u].detach(), unl_ph.detach(), config.reward_tau),
-                retrieval_reward(gen_sk[u:].detach(),
-                                 real_ph[batch.labelled.has_sequence].detach(), config.reward_tau),
-            ])  # fmt: skip
-            realism = torch.sigmoid(fake_logits)
-            rewards = found + config.reward_disc_weight * realism
-            stats |= {"reward_retrieval": found.mean().item(), "reward_disc": realism.mean().item()}
-        stats |= self.policy.update(
-            drawn, rewards, batch.labelled, batch.encoding.rows(slice(u, None)),
-            {"pg": config.pg_weight, "supervised": config.supervised_gen_weight,
-             "kl": config.gen_kl_weight, "clip": config.grad_clip},
-        )  # fmt: skip
+            groups = [(gen_sk[:u], unl_ph), (gen_sk[u:], real_ph[batch.labelled.has_sequence])]
+            rewards, found = self.policy.rewards(groups, fake_logits)
+            stats |= found
+        labelled_encoding = batch.encoding.rows(slice(u, None))
+        stats |= self.policy.update(drawn, rewards, batch.labelled, labelled_encoding)
         # a skipped generator update skips (part of) the joint step: the loop counts it
         stats["skipped"] = stats["skipped"] or bool(stats.get("skipped_generator"))
         return stats
@@ -315,11 +305,11 @@ class SemiTask(RetrievalTask):
         step; then the pictures of the start generator. Returns the warm-up's mean losses."""
         batches = self.ctx.share(self.batches(0))
         totals: dict[str, list[float]] = {}
-        steps = range(self.config.disc_warmup_steps)
+        steps = range(self.config.critic.warmup_steps)
         for i in progress_bar(steps, "discriminator warm-up", self.ctx):
             position = i * self.ctx.world_size + self.ctx.rank
-            batch = self._batch(0, batches[i % len(batches)], position)
-            drawn = self._draw(batch.encoding, self.config.temperature, track=False)
+            batch = self._batch(batches[i % len(batches)], Progress(step=i), position)
+            drawn = self._draw(batch.encoding, self.config.policy.temperature, track=False)
             for key, value in self._critic_update(batch, drawn)[1].items():
                 totals.setdefault(key, []).append(value)
         if self.ctx.is_main:
@@ -343,10 +333,9 @@ class SemiTask(RetrievalTask):
     def _pictures(self, when: str) -> Path:
         out_png = Path(self.config.run.out) / GENERATED_PNG.format(when=when)
         config = self.config
-        temperatures = (0.0, config.temperature)
         draw_pictures(
-            self.policy, self.critic, self.pool, self.prep, config.picture_photos, temperatures,
-            config.data.seed, out_png, config.max_points,
+            self.policy, self.critic, self.pool, self.prep, config.picture_photos,
+            config.data.seed, out_png,
         )  # fmt: skip
         return out_png
 
@@ -355,8 +344,8 @@ class SemiTask(RetrievalTask):
         parts = {
             "discriminator weighting": c.disc_weighting,
             "distillation": c.distillation,
-            "policy gradient": c.policy_gradient and not c.generator_frozen,
-            "generator updates": not c.generator_frozen,
+            "policy gradient": c.policy.policy_gradient and not c.policy.frozen,
+            "generator updates": not c.policy.frozen,
         }
         switches = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in parts.items())
         kept = " (0: the start model was kept)" if metrics["best_epoch"] == 0 else ""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fgsbir.config import Count, Natural, NonNegative, Positive, Rate
 from fgsbir.data.dataset import Split
 from fgsbir.data.sequences import drawable_pairs, heldout_set
 from fgsbir.data.transforms import Preprocessing, sketch_ink, sketches_to_tensor
@@ -26,7 +27,7 @@ from fgsbir.data.unlabelled import UnlabelledPool
 from fgsbir.device import DistributedContext
 from fgsbir.errors import FgsbirError
 from fgsbir.inference import DISCRIMINATOR_KIND, load_generator
-from fgsbir.losses.policy import RunningBaseline, reinforce_loss
+from fgsbir.losses.policy import RunningBaseline, reinforce_loss, retrieval_reward
 from fgsbir.losses.sequence import kl_loss, point_nll
 from fgsbir.models.discriminator import PairDiscriminator, at_size, discriminator_weights
 from fgsbir.models.generator import Encoding, SampleResult, samples_to_sketches
@@ -34,6 +35,34 @@ from fgsbir.runs import Stateful, save_model
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.loop import optimise
 from fgsbir.viz import sketch_photo_grid
+
+
+@dataclass
+class PolicyConfig:
+    """How the generator keeps learning in joint training."""
+
+    policy_gradient: bool = True  # REINFORCE on the drawn sketches
+    frozen: bool = False  # no generator update at all (neither REINFORCE nor the sequence loss)
+    lr: Positive = 1e-4  # Adam, betas 0.5 / 0.999, constant
+    pg_weight: NonNegative = 1.0
+    reward_tau: Positive = 0.1  # temperature of the retrieval reward
+    reward_disc_weight: NonNegative = 0.5  # weight of the discriminator probability in the reward
+    baseline_momentum: Rate = 0.9
+    supervised_weight: NonNegative = 1.0  # the sequence loss on labelled pairs
+    kl_weight: NonNegative = 0.1  # KL weight of that loss (KL floor: the generator run's)
+    grad_clip: Positive = 1.0
+    temperature: NonNegative = 0.5  # sampling temperature of generated sketches
+    max_points: Count | None = None  # longest generated sketch (default: the generator's)
+
+
+@dataclass
+class CriticConfig:
+    """The discriminator of joint training."""
+
+    image_size: Count = 64  # it scores pairs at this size
+    width: Count = 32
+    lr: Positive = 2e-4  # Adam, betas 0.5 / 0.999
+    warmup_steps: Natural = 20  # discriminator-only steps before joint training
 
 
 @dataclass
@@ -61,23 +90,17 @@ class SketchPolicy:
     frozen (feature maps are cached), the rest learns unless ``frozen``."""
 
     def __init__(
-        self,
-        generator_run: str,
-        train: Split,
-        ctx: DistributedContext,
-        lr: float,
-        frozen: bool,
-        baseline_momentum: float,
+        self, generator_run: str, train: Split, config: PolicyConfig, ctx: DistributedContext
     ) -> None:
-        self.ctx = ctx
+        self.config, self.ctx = config, ctx
         self.generator = load_generator(generator_run, str(ctx.device))
         self.model = self.generator.model
         self.model.backbone.requires_grad_(False)
         learned = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
         for parameter in learned:
-            parameter.requires_grad_(not frozen)
-        self.optimizer = torch.optim.Adam(learned, lr=lr, betas=(0.5, 0.999))
-        self.baseline = RunningBaseline(baseline_momentum)
+            parameter.requires_grad_(not config.frozen)
+        self.optimizer = torch.optim.Adam(learned, lr=config.lr, betas=(0.5, 0.999))
+        self.baseline = RunningBaseline(config.baseline_momentum)
         config = self.generator.config
         sequences = heldout_set(
             train, self.model, config["rdp_epsilon"], self.generator.scale, ctx.device
@@ -115,42 +138,49 @@ class SketchPolicy:
         track: bool,
         prep: Preprocessing,
         ink_size: int,
-        max_points: int | None = None,
     ) -> Drawn:
         """Sample sketches (gradients through ``log_prob`` when ``track``) and render them for
         the retrieval network (``prep``) and, at ``ink_size``, the discriminator."""
         with torch.set_grad_enabled(track):
-            sample = self.model.sample(encoding, temperature, max_points)
+            sample = self.model.sample(encoding, temperature, self.config.max_points)
         sketches = samples_to_sketches(sample, self.generator.scale, self.generator.canvas)
         tensors = sketches_to_tensor(sketches, prep).to(self.ctx.device)
         return Drawn(sample, sketches, tensors, at_size(sketch_ink(tensors), ink_size))
 
+    def rewards(
+        self, groups: Sequence[tuple[torch.Tensor, torch.Tensor]], disc_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Each drawn sketch's reward: how well its embedding retrieves its photo among the
+        photos of its group (``(sketch_emb, photo_emb)``, row ``i`` is sketch ``i``'s photo),
+        plus ``reward_disc_weight`` x the discriminator's probability that it is real."""
+        tau = self.config.reward_tau
+        found = torch.cat([retrieval_reward(s.detach(), p.detach(), tau) for s, p in groups])
+        realism = torch.sigmoid(disc_logits)
+        stats = {"reward_retrieval": found.mean().item(), "reward_disc": realism.mean().item()}
+        return found + self.config.reward_disc_weight * realism, stats
+
     def update(
-        self,
-        drawn: Drawn,
-        rewards: torch.Tensor | None,
-        labelled: Labelled,
-        encoding: Encoding,
-        weights: dict[str, float],
+        self, drawn: Drawn, rewards: torch.Tensor | None, labelled: Labelled, encoding: Encoding
     ) -> dict[str, float]:
-        """One clipped step on REINFORCE (when ``rewards`` are given) plus ``supervised`` x the
-        sequence loss (NLL + ``kl`` x KL) of the labelled sequences (``encoding``: their
-        photos'); ``skipped_generator`` is 1 when its loss or gradient was not finite."""
+        """One clipped step on REINFORCE (when ``rewards`` are given) plus the weighted sequence
+        loss of the labelled sequences (``encoding``: their photos'); ``skipped_generator`` is 1
+        when its loss or gradient was not finite."""
+        config = self.config
         stats: dict[str, float] = {}
         loss = torch.zeros((), device=self.ctx.device)
         if rewards is not None:
             baseline = self.baseline.update(rewards)
             pg = reinforce_loss(drawn.sample.log_prob, rewards, baseline)
-            loss = loss + weights["pg"] * pg
+            loss = loss + config.pg_weight * pg
             stats |= {"reward": rewards.mean().item(), "baseline": baseline, "pg_loss": pg.item()}
-        if weights["supervised"] > 0 and len(labelled.targets):
+        if config.supervised_weight > 0 and len(labelled.targets):
             mixture, mu, log_var = self.model(encoding, labelled.targets)
             nll = point_nll(mixture, labelled.targets, labelled.lengths)
             kl = kl_loss(mu, log_var, self.generator.config["kl_floor"])
-            loss = loss + weights["supervised"] * (nll + weights["kl"] * kl)
+            loss = loss + config.supervised_weight * (nll + config.kl_weight * kl)
             stats["gen_nll"] = nll.item()
         if loss.requires_grad:
-            stepped = optimise(loss, self.optimizer, self.ctx, clip=weights["clip"])
+            stepped = optimise(loss, self.optimizer, self.ctx, clip=config.grad_clip)
             stats["skipped_generator"] = float(not stepped)
         return stats
 
@@ -159,18 +189,18 @@ class SketchPolicy:
 
 
 class PairCritic:
-    """A (photo, sketch) discriminator trained at ``image_size`` px with Adam."""
+    """A (photo, sketch) discriminator trained with Adam."""
 
-    def __init__(self, width: int, image_size: int, lr: float, ctx: DistributedContext) -> None:
-        self.ctx, self.width, self.image_size = ctx, width, image_size
-        self.model = PairDiscriminator(width).to(ctx.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999))
+    def __init__(self, config: CriticConfig, ctx: DistributedContext) -> None:
+        self.config, self.ctx = config, ctx
+        self.model = PairDiscriminator(config.width).to(ctx.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.5, 0.999))
 
     def parts(self) -> dict[str, Stateful]:
         return {"discriminator": self.model, "disc_optimizer": self.optimizer}
 
     def low_res(self, images: torch.Tensor) -> torch.Tensor:
-        return at_size(images, self.image_size)
+        return at_size(images, self.config.image_size)
 
     def score(self, photos: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
         """Logits of (network-input photo, low-resolution ink) pairs being real."""
@@ -202,7 +232,8 @@ class PairCritic:
         return fake.detach(), stats
 
     def save(self, folder: Path, latest: dict[str, Any]) -> None:
-        config = {"kind": DISCRIMINATOR_KIND, "width": self.width, "image_size": self.image_size}
+        c = self.config
+        config = {"kind": DISCRIMINATOR_KIND, "width": c.width, "image_size": c.image_size}
         save_model(folder, self.model, config, latest)
 
 
@@ -212,14 +243,13 @@ def draw_pictures(
     pool: UnlabelledPool,
     prep: Preprocessing,
     count: int,
-    temperatures: Sequence[float],
     seed: int,
     out_png: Path,
-    max_points: int | None = None,
 ) -> None:
-    """Sketches the generator draws of ``count`` evenly spread unlabelled photos, one column per
-    temperature, captioned with the discriminator's probability ``p`` and weight ``w`` (within
-    these photos); sampled with their own seed, so training's random streams are untouched."""
+    """Sketches the generator draws of ``count`` evenly spread unlabelled photos, greedy and at
+    the policy's temperature, captioned with the discriminator's probability ``p`` and weight
+    ``w`` (within these photos); sampled with their own seed, so training's random streams are
+    untouched."""
     device = critic.ctx.device
     picked = np.unique(np.linspace(0, len(pool) - 1, count).round().astype(int)).tolist()
     pool.load(picked)
@@ -229,8 +259,8 @@ def draw_pictures(
         torch.manual_seed(seed)
         with torch.no_grad():
             encoding = policy.model.encode_map(pool.feature_maps(picked).to(device))
-            for t in temperatures:
-                drawn = policy.draw(encoding, t, False, prep, critic.image_size, max_points)
+            for t in (0.0, policy.config.temperature):
+                drawn = policy.draw(encoding, t, False, prep, critic.config.image_size)
                 logits = critic.score(photos, drawn.ink)
                 p, w = torch.sigmoid(logits).tolist(), discriminator_weights(logits).tolist()
                 captions = [f"T={t:g} p={a:.2f} w={b:.2f}" for a, b in zip(p, w, strict=True)]

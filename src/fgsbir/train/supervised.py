@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 import torch
 
-from fgsbir.config import Count, DataConfig, NonNegative, Positive, RunOptions
+from fgsbir.config import Count, DataConfig, Fraction, Natural, NonNegative, Positive, RunOptions
 from fgsbir.data.dataset import Dataset, load_data
+from fgsbir.data.edge_sketches import edge_sketch_split
+from fgsbir.data.sampling import cycled_batch, shuffled_batches
 from fgsbir.data.transforms import Augmentation, PairDataset, Preprocessing
 from fgsbir.errors import FgsbirError
 from fgsbir.evaluate import evaluate_split, write_retrieval_grid
@@ -25,9 +27,24 @@ from fgsbir.losses.metric import NegativeMining, TripletLoss
 from fgsbir.models.backbones import freeze_early_groups
 from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
 from fgsbir.runs import Stateful
-from fgsbir.train.loop import Progress, Task, fit, optimise, shuffled_batches
+from fgsbir.train.loop import Progress, Task, fit, optimise
 
 GRID_PNG = "retrieval_{split}.png"
+
+
+@dataclass
+class EdgePairs:
+    """Pseudo-pairs of the unlabelled photos: each photo with its traced edge drawing
+    (:mod:`fgsbir.data.edge_sketches`), augmented like the real pairs. Off by default."""
+
+    epochs: Natural = 0  # epochs on edge pairs alone, before the labelled pairs
+    per_batch: Natural = 0  # edge pairs added to every batch of labelled pairs
+    max_points: Count = 80  # longest edge drawing (its shortest strokes go first)
+    threshold: Fraction = 0.5  # edge strength that is ink, relative to the strong edges
+
+
+Batch = tuple[Literal["pairs", "edges"], list[int]]
+"""Indices of labelled pairs or of edge pairs."""
 
 
 @dataclass
@@ -51,6 +68,7 @@ class TrainConfig:
     margin: NonNegative = 0.2
     negatives: NegativeMining = "hardest"
     augment: Augmentation = field(default_factory=Augmentation)
+    edges: EdgePairs = field(default_factory=EdgePairs)
     select_metric: Literal["acc@1", "acc@5", "acc@10", "mrr"] = "mrr"  # picks the best epoch
     grid_queries: Count = 8  # rows of the final retrieval-grid picture
 
@@ -135,6 +153,7 @@ class RetrievalTask(Task):
             raise FgsbirError(f"{config.data.path}: no training photos with sketches")
         self.prep = self.preprocessing()
         self.pairs = PairDataset(self.dataset.train, self.prep, config.augment, config.data.seed)
+        self.edge_pairs = self.build_edge_pairs()
         self.model = self.build_model().to(self.ctx.device)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
@@ -143,7 +162,28 @@ class RetrievalTask(Task):
         )
         self.scheduler = self.build_scheduler()
         self.triplet = TripletLoss(config.margin, config.negatives)
-        return {"data_info": data_info(self.dataset)}
+        info = data_info(self.dataset)
+        if self.edge_pairs is not None:
+            info["edge_pairs"] = len(self.edge_pairs)
+        return {"data_info": info}
+
+    def build_edge_pairs(self) -> PairDataset | None:
+        edges, data = self.config.edges, self.config.data
+        if not (edges.epochs or edges.per_batch):
+            return None
+        if not self.dataset.unlabelled:
+            raise FgsbirError(
+                f"{data.path}: edge pairs need unlabelled photos (folders of photos, or a "
+                "labelled fraction below 1)"
+            )
+        split = edge_sketch_split(
+            self.dataset.unlabelled, edges.max_points, threshold=edges.threshold
+        )
+        return PairDataset(split, self.prep, self.config.augment, data.seed)
+
+    @property
+    def leading_epochs(self) -> int:  # type: ignore[override]
+        return self.config.edges.epochs if self.edge_pairs is not None else 0
 
     def preprocessing(self) -> Preprocessing:
         return self.config.prep
@@ -154,9 +194,10 @@ class RetrievalTask(Task):
         return model
 
     def build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        steps = len(self.ctx.share(self.batches(0)))
-        total = self.config.run.epochs * steps
-        warmup = round(self.config.warmup_epochs * steps)
+        epochs = range(self.leading_epochs + self.config.run.epochs)
+        steps = [len(self.ctx.share(self.batches(epoch))) for epoch in epochs]
+        total = sum(steps)
+        warmup = round(self.config.warmup_epochs * steps[0])
         return torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup, total)
         )
@@ -167,19 +208,38 @@ class RetrievalTask(Task):
     def selected(self) -> EmbeddingNet:
         return self.model
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        config = self.config
-        return shuffled_batches(len(self.pairs), config.batch_size, config.data.seed, epoch)
+    def batches(self, epoch: int) -> list[Batch]:
+        """Edge pairs in the leading epochs, then labelled pairs."""
+        edges = epoch < self.leading_epochs
+        data = self.edge_pairs if edges and self.edge_pairs else self.pairs
+        order = shuffled_batches(len(data), self.config.batch_size, self.config.data.seed, epoch)
+        return [("edges" if edges else "pairs", indices) for indices in order]
 
-    def labelled_batch(self, indices: list[int], epoch: int) -> tuple[torch.Tensor, ...]:
-        """``(sketches, photos, labels)`` of labelled pairs ``indices``, augmented as in
-        ``epoch``, on the training device."""
-        self.pairs.set_epoch(epoch)
-        batch = self.pairs.collate([self.pairs[i] for i in indices])
-        return tuple(t.to(self.ctx.device) for t in batch)
+    def labelled_batch(self, batch: Batch, progress: Progress) -> tuple[torch.Tensor, ...]:
+        """``(sketches, photos, labels)`` of ``batch`` with this step's edge pairs (if any) added,
+        augmented as in ``progress.epoch``, on the training device. Edge photos' labels follow
+        the training photos' so that they never collide."""
+        source, indices = batch
+        parts = [(self.pairs, indices, 0)]
+        offset = len(self.dataset.train.photos)
+        if source == "edges" and self.edge_pairs is not None:
+            parts = [(self.edge_pairs, indices, offset)]
+        elif self.config.edges.per_batch and self.edge_pairs is not None:
+            position = progress.step * self.ctx.world_size + self.ctx.rank
+            n, size = len(self.edge_pairs), self.config.edges.per_batch
+            extra = cycled_batch(n, size, position, self.config.data.seed, stream=7)
+            parts.append((self.edge_pairs, extra, offset))
+        collated = []
+        for data, chosen, first_label in parts:
+            data.set_epoch(progress.epoch)
+            sketches, photos, labels = data.collate([data[i] for i in chosen])
+            collated.append((sketches, photos, labels + first_label))
+        return tuple(
+            torch.cat(column).to(self.ctx.device) for column in zip(*collated, strict=True)
+        )
 
-    def step(self, batch: list[int], progress: Progress) -> dict[str, float]:
-        sketches, photos, labels = self.labelled_batch(batch, progress.epoch)
+    def step(self, batch: Batch, progress: Progress) -> dict[str, float]:
+        sketches, photos, labels = self.labelled_batch(batch, progress)
         n = len(labels)
         embeddings = self.model(torch.cat([sketches, photos]))
         loss = self.triplet(embeddings[:n], embeddings[n:], labels)

@@ -19,7 +19,7 @@ from fgsbir.evaluate import evaluate_split
 from fgsbir.inference import Embedder, load_embedder
 from fgsbir.models.embedding import EmbeddingArch, build_embedding_net
 from fgsbir.runs import load_resume_state, read_metrics
-from fgsbir.train.supervised import TrainConfig, train
+from fgsbir.train.supervised import EdgePairs, TrainConfig, train
 
 torch.set_num_threads(1)  # faster than 2 on a shared 2-core machine
 
@@ -168,3 +168,25 @@ def test_bad_settings_are_refused_before_training(tmp_path, changes, key) -> Non
     with pytest.raises(ConfigError, match=rf"'{key}'"):
         train(replace(TrainConfig(run=RunOptions(out=str(tmp_path / "run"))), **changes))
     assert not (tmp_path / "run").exists()
+
+
+def test_edge_pairs_of_unlabelled_photos_lead_and_mix(tiny_data, tmp_path) -> None:
+    """Half the 12 training photos lose their sketches: their traced edge drawings pair with them
+    for one leading epoch, then join every batch of labelled pairs."""
+    config = tiny_config(tiny_data, tmp_path, epochs=2, edges=EdgePairs(epochs=1, per_batch=2))
+    config = replace(config, data=replace(config.data, labelled_fraction=0.5))
+    result = train(config)
+    info = json.loads((tmp_path / "config.json").read_text())["data_info"]
+    assert info["train_photos"] == 6 and info["unlabelled_photos"] == 6
+    assert 4 <= info["edge_pairs"] <= 6  # photos with almost no edges are left out
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    # 1 edge epoch of edge_pairs // 4 batches, then 2 epochs of 6 // 4 = 1 labelled batch each
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["step"] == info["edge_pairs"] // 4 + 2
+    assert result["epochs_trained"] == 3
+
+
+def test_edge_pairs_need_unlabelled_photos(tiny_data, tmp_path) -> None:
+    with pytest.raises(FgsbirError, match="edge pairs need unlabelled photos"):
+        train(tiny_config(tiny_data, tmp_path, edges=EdgePairs(per_batch=2)))
+    assert not (tmp_path / "model.safetensors").exists()

@@ -86,7 +86,7 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dic
     diffs = [a - b for a, b in zip(values, baseline, strict=True)]
     mean = statistics.mean(diffs)
     half = (
-        stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+        float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
         if len(diffs) > 1
         else float("nan")
     )

@@ -6,6 +6,7 @@ package; Playwright never downloads a browser here, it drives ``/usr/bin/chromiu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -22,7 +23,7 @@ from fgsbir.data.synthetic import PICKLE_NAME, ensure_synthetic
 from fgsbir.index import GalleryIndex, build_index
 from fgsbir.sketch.io import read_qmul_pickle
 from fgsbir.sketch.strokes import Sketch
-from fgsbir.web.app import create_app
+from fgsbir.web.app import MAX_STROKES, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -90,18 +91,23 @@ def page(server: str) -> Iterator[sync_api.Page]:
         browser.close()
 
 
-def _draw(page: sync_api.Page, stroke: np.ndarray, sketch: Sketch) -> dict:
-    """Draw one stroke with the mouse; return the search request it triggered and its answer."""
+def _stroke(page: sync_api.Page, stroke: np.ndarray, sketch: Sketch) -> None:
+    """Draw one stroke of ``sketch`` on the page with the mouse."""
     box = page.locator("#pad").bounding_box()
     assert box is not None
     xy = stroke / [sketch.width, sketch.height] * [box["width"], box["height"]]
     xy += [box["x"], box["y"]]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y)
+    page.mouse.up()
+
+
+def _draw(page: sync_api.Page, stroke: np.ndarray, sketch: Sketch) -> dict:
+    """Draw one stroke; return the search request it triggered and its answer."""
     with page.expect_response("**/api/search") as response:
-        page.mouse.move(*xy[0])
-        page.mouse.down()
-        for x, y in xy[1:]:
-            page.mouse.move(x, y)
-        page.mouse.up()
+        _stroke(page, stroke, sketch)
     return {"request": response.value.request.post_data_json, "answer": response.value.json()}
 
 
@@ -160,3 +166,52 @@ def test_drawing_on_the_page_ranks_the_gallery_after_every_stroke(
     sync_api.expect(page.locator("#results .card")).to_have_count(0)
     sync_api.expect(page.locator("#empty")).to_be_visible()
     assert page.locator("#undo").is_disabled()
+
+
+def _too_many_strokes(route: sync_api.Route) -> None:
+    body = route.request.post_data_json
+    route.continue_(post_data=json.dumps({**body, "strokes": body["strokes"] * (MAX_STROKES + 1)}))
+
+
+ROUTES = {  # what happens to the page's search request -> the message the page shows
+    "too-many-strokes": (
+        _too_many_strokes,
+        f"invalid search request: too many strokes: {MAX_STROKES + 1} > {MAX_STROKES}",
+    ),
+    "server-down": (
+        lambda route: route.abort(),
+        "server unreachable: is fgsbir serve still running?",
+    ),
+    "proxy-error-page": (
+        lambda route: route.fulfill(status=502, content_type="text/html", body="<h1>Bad</h1>"),
+        "search failed: HTTP 502",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ROUTES))
+def test_a_failed_search_says_what_went_wrong(
+    page: sync_api.Page, shoes: tuple[Path, Sketch, str], case: str
+) -> None:
+    handler, message = ROUTES[case]
+    page.route("**/api/search", handler)
+    sketch = shoes[1]
+    _stroke(page, sketch.strokes[0], sketch)
+    sync_api.expect(page.locator("#error")).to_have_text(message)
+    sync_api.expect(page.locator("#busy")).to_be_hidden()
+    assert page.locator("#results .card").count() == 0
+    page.click("#undo")  # an empty canvas has nothing to be wrong about
+    sync_api.expect(page.locator("#error")).to_be_hidden()
+
+
+def test_api_docs_render_offline(page: sync_api.Page, server: str) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.goto(f"{server}/api/docs")
+    sync_api.expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/api/search", "/api/health"} <= {p.strip() for p in paths}
+    assert len(requested) >= 4 and not failed
+    assert [url for url in requested if not url.startswith(f"{server}/")] == []

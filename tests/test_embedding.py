@@ -135,7 +135,7 @@ def test_load_embedder_reproduces_the_saved_network(run_dir) -> None:
 def test_load_embedder_refuses_a_run_of_another_kind(run_dir) -> None:
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "kind": "generator"}))
-    with pytest.raises(FgsbirError, match=r"not a embedding run .*holds a generator model"):
+    with pytest.raises(FgsbirError, match=r"a generator run, not a retrieval run"):
         load_embedder(run_dir, device="cpu")
 
 

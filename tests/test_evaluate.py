@@ -8,6 +8,7 @@ from search_helpers import BARS, FakeEmbedder, bar_sketch, make_bar_gallery, mak
 from fgsbir.data.dataset import SketchRecord, Split, load_dataset
 from fgsbir.data.photos import load_photo
 from fgsbir.data.synthetic import ensure_synthetic
+from fgsbir.errors import DataError
 from fgsbir.evaluate import evaluate_run, evaluate_split, rank_of_true, retrieval_metrics, top_k
 from fgsbir.inference import load_embedder
 from fgsbir.viz import CELL_INCHES
@@ -121,3 +122,10 @@ def test_evaluate_run_scores_the_test_split_and_draws_examples(tmp_path: Path) -
     assert 1.0 <= result["mean_rank"] <= len(test.photos)
     with Image.open(png) as image:  # one row per example, query + top-2 + true photo
         assert image.size == (round(CELL_INCHES * 4 * 100), round((CELL_INCHES + 0.3) * 3 * 100))
+
+
+def test_evaluate_run_refuses_data_without_test_sketches(tmp_path: Path) -> None:
+    run = make_tiny_run(tmp_path / "run")
+    make_bar_gallery(tmp_path / "photos")
+    with pytest.raises(DataError, match="has no test sketches"):
+        evaluate_run(run, tmp_path / "photos")

@@ -12,7 +12,7 @@ from PIL import Image
 from search_helpers import BARS, FakeEmbedder, bar_sketch, make_bar_gallery, make_tiny_run
 
 from fgsbir.cli import main
-from fgsbir.errors import DataError, DataWarning
+from fgsbir.errors import DataError, DataWarning, FgsbirError
 from fgsbir.index import (
     ANN_FILE,
     MANIFEST_FILE,
@@ -178,6 +178,23 @@ def test_approximate_index_grows_and_can_change_kind(gallery: Path, tmp_path: Pa
     ivf = build_index(embedder, gallery, tmp_path / "bars", kind="ivf", progress=False)
     assert embedder.photos_embedded == 0 and ivf.kind == "ivf"
     assert GalleryIndex.load(tmp_path / "bars").kind == "ivf"
+    kept = build_index(FakeEmbedder(), gallery, tmp_path / "bars", progress=False)
+    assert kept.kind == "ivf"  # no kind: the existing index's
+
+
+def test_build_checks_its_folders_before_embedding(gallery: Path, tmp_path: Path) -> None:
+    embedder = FakeEmbedder()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no photos"):
+        build_index(embedder, tmp_path / "empty", tmp_path / "idx", progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GalleryIndexError, match="not a folder"):
+        build_index(embedder, gallery, tmp_path / "file", progress=False)
+    with pytest.raises(GalleryIndexError, match=r"not an index folder \(it holds corner.jpg\)"):
+        build_index(embedder, gallery, gallery, progress=False)
+    with pytest.raises(FgsbirError, match="batch_size"):
+        build_index(embedder, gallery, tmp_path / "idx", batch_size=0, progress=False)
+    assert embedder.photos_embedded == 0 and not (tmp_path / "idx").exists()
 
 
 def test_damaged_or_missing_index_folder(gallery: Path, tmp_path: Path) -> None:

@@ -259,7 +259,7 @@ def test_start_runs_train_on_the_labelled_share_within_their_budget(
     folder = tmp_path / "a_generator"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"kind": "generator"}))
-    with pytest.raises(FgsbirError, match="not a embedding run"):
+    with pytest.raises(FgsbirError, match="a generator run, not a retrieval run"):
         train_start_runs(replace(config, retrieval_run=str(folder)))
     given = train_start_runs(replace(config, generator_run=str(folder)))
     assert given.generator_run == str(folder) and given.generator_s == 0.0

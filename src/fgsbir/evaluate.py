@@ -18,6 +18,7 @@ import torch
 
 from fgsbir.data.dataset import Split, load_dataset
 from fgsbir.data.photos import load_photo
+from fgsbir.errors import DataError
 from fgsbir.inference import Embedder, load_embedder
 from fgsbir.losses.metric import pairwise_distances
 from fgsbir.viz import retrieval_grid
@@ -120,6 +121,14 @@ def write_retrieval_grid(
     )
 
 
+def check_test_split(test: Split, data: str | Path) -> None:
+    """Refuse a test split that cannot be evaluated: no sketches, or sketches without photos."""
+    if not test.sketches:
+        raise DataError(data, "has no test sketches to evaluate with (a folder of photos only?)")
+    if any(record.photo is None for record in test.sketches):
+        raise DataError(data, "its test sketches have no photos (sketches only?)")
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path,
@@ -137,6 +146,7 @@ def evaluate_run(
     """
     embedder = load_embedder(run_dir, device)
     test = load_dataset(data).test
+    check_test_split(test, data)
     metrics, sketch_emb, photo_emb = evaluate_split(embedder, test, batch_size)
     if examples_png is not None:
         write_retrieval_grid(test, sketch_emb, photo_emb, examples_png, n_examples, k)

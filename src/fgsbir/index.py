@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fgsbir.data.layouts import load_photo_folder
-from fgsbir.data.photos import load_photo
+from fgsbir.data.photos import PHOTO_SUFFIXES, load_photo
 from fgsbir.errors import DataError, FgsbirError, OnError, report
 from fgsbir.inference import Embedder
 from fgsbir.runs import atomic_write
@@ -44,6 +44,7 @@ MANIFEST_FILE = "manifest.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 PHOTOS_FILE = "photos.json"
 ANN_FILE = "ann.faiss"
+INDEX_FILES = frozenset({MANIFEST_FILE, EMBEDDINGS_FILE, PHOTOS_FILE, ANN_FILE})
 DEFAULT_PARAMS: dict[str, int] = {
     "hnsw_m": 32,  # graph degree
     "hnsw_ef_construction": 80,
@@ -234,6 +235,9 @@ class GalleryIndex:
         """Open an index folder written by :meth:`save`."""
         directory = Path(directory)
         manifest_path = directory / MANIFEST_FILE
+        if not directory.is_dir():
+            problem = "not a folder" if directory.exists() else "no such folder"
+            raise GalleryIndexError(f"{directory}: {problem} (an index folder is needed)")
         if not manifest_path.is_file():
             raise GalleryIndexError(f"{directory}: not an index folder (no {MANIFEST_FILE})")
         try:
@@ -301,7 +305,7 @@ def build_index(
     embedder: Embedder,
     photo_dir: str | Path,
     out_dir: str | Path,
-    kind: IndexKind = "exact",
+    kind: IndexKind | None = None,
     batch_size: int = 32,
     *,
     run_dir: str | Path | None = None,
@@ -312,41 +316,68 @@ def build_index(
     """Embed the photos of ``photo_dir`` (recursively) into the index folder ``out_dir``.
 
     If ``out_dir`` already holds an index, only photos not in it are embedded and appended; it must
-    have been made by the same model. ``kind`` may differ from the existing index's: the search
-    structure is then rebuilt from the stored embeddings. ``run_dir`` is recorded so that sketches
-    can later be embedded with the same model. Progress is saved every ``checkpoint_seconds``, so
-    running again after an interruption carries on where it stopped.
+    have been made by the same model. ``kind`` ``None`` keeps the existing index's kind (``exact``
+    for a new index); another kind rebuilds the search structure from the stored embeddings.
+    ``run_dir`` is recorded so that sketches can later be embedded with the same model. Progress
+    is saved every ``checkpoint_seconds``, so running again after an interruption carries on
+    where it stopped. The folders and arguments are checked before any photo is embedded.
     """
+    if batch_size < 1:
+        raise FgsbirError(f"batch_size must be at least 1, not {batch_size}")
     out_dir = Path(out_dir)
-    if (out_dir / MANIFEST_FILE).exists():
-        index = GalleryIndex.load(out_dir)
+    index = _existing_index(out_dir)
+    if index is not None:
         index.check_model(embedder)
-        if kind != index.kind:
+        if kind is not None and kind != index.kind:
             index.kind, index._ann = kind, None
         if run_dir is not None:
             index.run_dir = Path(run_dir).resolve()
-    else:
-        index = None
+    listed = [p.resolve() for p in load_photo_folder(Path(photo_dir), on_error)]
+    if not listed:
+        raise DataError(photo_dir, f"no photos here ({', '.join(sorted(PHOTO_SUFFIXES))})")
     known = {str(p) for p in index.photos} if index else set()
-    listed = (p.resolve() for p in load_photo_folder(Path(photo_dir), on_error))
     new = [p for p in listed if str(p) not in known]
 
     last_save = time.monotonic()
-    with tqdm(total=len(new), desc="embedding photos", unit="photo", disable=not progress) as bar:
+    with tqdm(
+        total=len(new), desc="embedding photos", unit="photo", disable=not (progress and new)
+    ) as bar:
         for done, paths, images in _photo_batches(new, batch_size, on_error):
             if images:
                 embeddings = embedder.embed_photos(images, batch_size=batch_size)
                 if index is None:
-                    index = GalleryIndex(embeddings.shape[1], embedder.identity, kind, run_dir)
+                    index = GalleryIndex(
+                        embeddings.shape[1], embedder.identity, kind or "exact", run_dir
+                    )
                 index.add(embeddings, paths)
             bar.update(done)
             if time.monotonic() - last_save > checkpoint_seconds:
                 index.save(out_dir, with_ann=False)
                 last_save = time.monotonic()
     if index is None:
-        raise GalleryIndexError(f"{photo_dir}: no photos to index")
+        raise DataError(photo_dir, "none of the photos could be read")
     index.save(out_dir)
     return index
+
+
+def _existing_index(out_dir: Path) -> GalleryIndex | None:
+    """The index in ``out_dir``, ``None`` if the folder is new (or holds only the files of an
+    interrupted first build); refused if it is a file or a folder of other things."""
+    if (out_dir / MANIFEST_FILE).exists():
+        return GalleryIndex.load(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GalleryIndexError(f"{out_dir}: not a folder (an index is a folder)")
+    if out_dir.is_dir():
+        others = sorted(
+            p.name
+            for p in out_dir.iterdir()
+            if p.name not in INDEX_FILES and not p.name.startswith(".")  # e.g. a killed write's
+        )
+        if others:
+            raise GalleryIndexError(
+                f"{out_dir}: not an index folder (it holds {others[0]}); choose a new --out"
+            )
+    return None
 
 
 def open_index(index_dir: str | Path, embedder: Embedder) -> GalleryIndex:

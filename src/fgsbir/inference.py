@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,7 +29,7 @@ from fgsbir.data.photos import load_photo
 from fgsbir.data.sequences import SequenceSet, heldout_set
 from fgsbir.data.transforms import Preprocessing, photos_to_tensor, sketches_to_tensor
 from fgsbir.device import select_device
-from fgsbir.errors import FgsbirError
+from fgsbir.errors import DataError, FgsbirError
 from fgsbir.losses.sequence import stroke_nll
 from fgsbir.models.discriminator import PairDiscriminator
 from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
@@ -107,19 +108,9 @@ class Embedder:
         )
 
 
-def _run_config(run_dir: str | Path, kind: str) -> dict[str, Any]:
-    """A run folder's ``config.json``, refused unless it holds a model of ``kind``."""
-    config = load_run_config(run_dir)
-    if config.get("kind") != kind:
-        raise FgsbirError(
-            f"{run_dir}: not a {kind} run (it holds a {config.get('kind', 'unknown')} model)"
-        )
-    return config
-
-
 def load_embedder(run_dir: str | Path, device: torch.device | str | None = None) -> Embedder:
     """The :class:`Embedder` of a retrieval run folder (``config.json`` + ``model.safetensors``)."""
-    config = _run_config(run_dir, "embedding")
+    config = load_run_config(run_dir, "embedding")
     model = build_embedding_net(config_from_dict(EmbeddingArch, config["model"]), pretrained=False)
     model.load_state_dict(load_model_state(run_dir))
     return Embedder(model, config_from_dict(Preprocessing, config["prep"]), config, device)
@@ -219,7 +210,7 @@ class TrainedGenerator:
 
 def load_generator(run_dir: str | Path, device: str | None = None) -> TrainedGenerator:
     """The generator of a generator run folder (or of a semi run's ``generator/`` folder)."""
-    config = _run_config(run_dir, "generator")
+    config = load_run_config(run_dir, "generator")
     model = PhotoToSketch(config_from_dict(GeneratorArch, config["model"]), pretrained=False)
     model.load_state_dict(load_model_state(run_dir))
     chosen = select_device(device)
@@ -280,11 +271,13 @@ def generate(
     drawing anything), which no reader would accept: its name is listed in ``empty`` instead.
     ``grid.png`` shows the first ``grid_rows`` photos beside their sketches (and
     ``real_sketches[i]`` where given). Photos are read and drawn ``batch_size`` at a time.
+    The run, the arguments and the photos' existence are checked before anything is drawn, and
+    ``out_dir`` is made only when the first batch is drawn.
     """
     generator = load_generator(run_dir, device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in photos]
+    out_dir = Path(out_dir)
+    _check_generate_arguments(paths, out_dir, temperature, samples, grid_rows, batch_size)
     names = _unique_names(paths)
     reals = list(real_sketches) if real_sketches is not None else [None] * len(paths)
     result = Generated()
@@ -292,6 +285,7 @@ def generate(
     for start in range(0, len(paths), batch_size):
         images = [load_photo(p) for p in paths[start : start + batch_size]]
         drawn = [generator.draw(images, temperature, batch_size=batch_size) for _ in range(samples)]
+        out_dir.mkdir(parents=True, exist_ok=True)
         for j, image in enumerate(images):
             i = start + j
             for k in range(samples):
@@ -310,12 +304,36 @@ def generate(
     return result
 
 
+def _check_generate_arguments(
+    photos: list[Path],
+    out_dir: Path,
+    temperature: float,
+    samples: int,
+    grid_rows: int,
+    batch_size: int,
+) -> None:
+    """Refuse arguments of :func:`generate` that would fail late or draw nonsense (NaN)."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise FgsbirError(f"temperature must be a finite number >= 0, not {temperature}")
+    counts = {"samples": (samples, 1), "grid_rows": (grid_rows, 0), "batch_size": (batch_size, 1)}
+    for name, (value, least) in counts.items():
+        if value < least:
+            raise FgsbirError(f"{name} must be at least {least}, not {value}")
+    if not photos:
+        raise FgsbirError("no photos to draw")
+    for photo in photos:
+        if not photo.is_file():
+            raise DataError(photo, "no such photo" if not photo.exists() else "not a file")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FgsbirError(f"{out_dir}: not a folder")
+
+
 def load_discriminator(
     run_dir: str | Path, device: str | None = None
 ) -> tuple[PairDiscriminator, int]:
     """The discriminator a semi run saved in ``run_dir`` (its ``discriminator/`` folder), in eval
     mode, and the image size it scores pairs at (see ``fgsbir.models.discriminator.at_size``)."""
-    config = _run_config(run_dir, DISCRIMINATOR_KIND)
+    config = load_run_config(run_dir, DISCRIMINATOR_KIND)
     disc = PairDiscriminator(config["width"])
     disc.load_state_dict(load_model_state(run_dir))
     return disc.to(select_device(device)).eval(), int(config["image_size"])

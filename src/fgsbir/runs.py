@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +28,11 @@ CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 METRICS_FILE = "metrics.jsonl"
 RESUME_FILE = "resume.pt"
+RUN_KINDS = {  # config.json's "kind": what users call such a run, and where one comes from
+    "embedding": ("retrieval", "made by 'fgsbir train'"),
+    "generator": ("generator", "made by 'fgsbir train-generator', or a semi run's generator/"),
+    "discriminator": ("discriminator", "a semi run's discriminator/ folder"),
+}
 
 
 class RunError(FgsbirError):
@@ -36,12 +41,15 @@ class RunError(FgsbirError):
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through ``write(temporary_path)`` and a rename: a kill leaves the old file
-    or the new one, never half of one."""
+    or the new one, never half of one. The file gets the usual permissions (0644 under the usual
+    umask 022), readable by others like any file a program writes, not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # minus the umask
+    mode = os.stat(tmp).st_mode
     try:
-        write(Path(tmp))
+        write(tmp)
+        os.chmod(tmp, mode)  # some writers replace the file with a private one of their own
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -97,19 +105,38 @@ def save_model(
 
 def load_model_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
     path = Path(run_dir) / MODEL_FILE
-    if not path.exists():
+    if not path.is_file():
         raise RunError(f"{run_dir}: not a trained run folder (no {MODEL_FILE})")
     return load_file(str(path))
 
 
-def load_run_config(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        raise RunError(f"{run_dir}: not a trained run folder (no {CONFIG_FILE})")
+def load_run_config(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a trained run folder (refused unless it holds a model of ``kind``,
+    if given); a missing or unreadable one is a RunError that says what ``run_dir`` is instead."""
+    folder = Path(run_dir)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir}: {_not_a_run(folder)}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: corrupt config: {exc}") from exc
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: unreadable run config ({exc})") from None
+    if kind is not None and config.get("kind") != kind:
+        have = config.get("kind")
+        have = f"a {RUN_KINDS[have][0]} run" if have in RUN_KINDS else f"a run of kind {have!r}"
+        name, origin = RUN_KINDS[kind]
+        raise RunError(f"{run_dir}: {have}, not a {name} run ({origin})")
+    return config
+
+
+def _not_a_run(folder: Path) -> str:
+    if not folder.exists():
+        return "no such run folder"
+    if not folder.is_dir():
+        return "not a run folder but a file"
+    if (folder / RESUME_FILE).is_file():
+        return "a run that is training or stopped before its first epoch ended (no config.json)"
+    return f"not a trained run folder (no {CONFIG_FILE})"
 
 
 def save_resume_state(run_dir: str | Path, state: dict[str, Any]) -> None:
@@ -151,6 +178,16 @@ def load_resume_state(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def resume_progress(run_dir: str | Path) -> dict[str, Any] | None:
+    """The training progress (``epoch``, ``step``...) saved in ``run_dir``'s resume state, or
+    ``None`` when there is none; quick even for a large state (its tensors are not read)."""
+    path = Path(run_dir) / RESUME_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return dict(state["progress"])
 
 
 def check_resumable(

@@ -7,53 +7,67 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fgsbir.cli.common import add_training_arguments, training_values
-from fgsbir.config import load_config
+from fgsbir.cli.common import (
+    Temperature,
+    add_training_arguments,
+    begin_training,
+    checked,
+    device_option,
+    training_values,
+)
+from fgsbir.config import Count, load_config
 from fgsbir.errors import FgsbirError
 
 if TYPE_CHECKING:
     from fgsbir.sketch.strokes import Sketch
 
+EPOCHS = 30  # GeneratorConfig's run.epochs, for the help (tests/test_cli.py checks they agree)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train-generator",
-        help="train the photo-to-sketch generator (resumes when RUN_DIR holds a stopped run)",
-        description="Train the sequential photo-to-sketch generator on photo-sketch pairs, "
-        "optionally after pre-training on sketch-only data (--set pretrain_data=PATH --set "
-        "pretrain_epochs=N). Run the same command again to resume after an interruption.",
+        help="train a generator that draws sketches of photos (resumes a stopped run)",
+        description="Train a model that draws a vector sketch of a photo, stroke by stroke, on "
+        "the sketch-photo pairs of a data set; optionally first on sketches alone (--set "
+        "pretrain_data=FOLDER --set pretrain_epochs=N). If training stops (Ctrl+C, a crash), "
+        "run the same command again to resume it.",
     )
-    add_training_arguments(p, "GeneratorConfig")
+    add_training_arguments(p, epochs=EPOCHS)
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser(
         "generate",
-        help="draw vector sketches of photos with a trained generator",
-        description="For each photo write NAME_k.svg, NAME_k.png and NAME_k.json (stroke JSON) "
-        "for k = 0..K-1, and grid.png beside the photos.",
+        help="draw sketches of photos with a trained generator",
+        description="For each photo NAME, write K sketches NAME_k.svg, NAME_k.png and "
+        "NAME_k.json (stroke JSON), k = 0..K-1, and grid.png showing photos beside their "
+        "sketches.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("photos", nargs="+", metavar="PHOTO")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder of 'fgsbir train-generator'")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos to draw (JPEG, PNG...)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the sketches to")
     p.add_argument(
-        "--temperature", type=float, default=0.3, metavar="T",
-        help="sampling temperature; 0 draws greedily (default 0.3)",
+        "--temperature", type=checked(Temperature), default=0.3, metavar="T",
+        help="sampling temperature: 0 draws the likeliest sketch, higher values more varied ones",
     )  # fmt: skip
-    p.add_argument("--samples", type=int, default=1, metavar="K", help="sketches per photo")
+    p.add_argument(
+        "--samples", type=checked(Count), default=1, metavar="K", help="sketches per photo"
+    )
     p.add_argument(
         "--real", metavar="DIR",
-        help="folder of real sketches named like the photos (SVG, stroke JSON or PNG), "
-        "shown in the grid",
+        help="folder of real sketches named like the photos (SVG, stroke JSON or PNG), shown "
+        "in the grid (default: none)",
     )  # fmt: skip
-    p.add_argument("--device", help="e.g. cpu or cuda (default: CUDA when available)")
+    device_option(p)
     p.set_defaults(func=_generate)
 
 
 def _train(args: argparse.Namespace) -> int:
     from fgsbir.train.generator import GeneratorConfig, train_generator
 
-    print("preparing the training sequences ...", flush=True)
     config = load_config(GeneratorConfig, args.config, args.set, **training_values(args))
+    begin_training(config.run)
+    print("preparing the training sequences ...", flush=True)
     result = train_generator(config)
     if not result:  # only rank 0 of a distributed run reports
         return 0
@@ -69,23 +83,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _real_sketch(folder: Path, photo: Path) -> Sketch | None:
-    """The sketch in ``folder`` with the photo's stem, if there is one."""
+def _real_sketches(folder: Path, photos: list[Path]) -> list[Sketch | None]:
+    """For each photo, the sketch in ``folder`` with the photo's stem, if there is one."""
     from fgsbir.sketch.io import load_sketch
 
-    matches = sorted(p for p in folder.glob(f"{photo.stem}.*") if p.is_file())
-    return load_sketch(matches[0]) if matches else None
+    if not folder.is_dir():
+        raise FgsbirError(f"--real {folder}: {'not a' if folder.exists() else 'no such'} folder")
+    reals: list[Sketch | None] = []
+    for photo in photos:
+        matches = sorted(p for p in folder.glob(f"{photo.stem}.*") if p.is_file())
+        reals.append(load_sketch(matches[0]) if matches else None)
+    return reals
 
 
 def _generate(args: argparse.Namespace) -> int:
     from fgsbir.inference import generate
 
-    if args.samples < 1:
-        raise FgsbirError("--samples must be at least 1")
-    if args.temperature < 0:
-        raise FgsbirError("--temperature must be at least 0")
     photos = [Path(p) for p in args.photos]
-    reals = [_real_sketch(Path(args.real), p) for p in photos] if args.real else None
+    reals = _real_sketches(Path(args.real), photos) if args.real else None
     generated = generate(
         args.run_dir,
         photos,

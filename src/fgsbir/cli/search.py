@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from fgsbir.cli.common import Port, checked, device_option
+from fgsbir.config import Count
+
 INDEX_KINDS = ("exact", "hnsw", "ivf")  # fgsbir.index.INDEX_KINDS, without importing faiss
 
 
@@ -16,51 +19,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "INDEX_DIR gets only the photos it does not hold yet (so this also resumes an "
         "interrupted run); it must have been made by the same model.",
     )
-    index.add_argument("run_dir", metavar="RUN_DIR", help="run folder of a trained model")
+    index.add_argument("run_dir", metavar="RUN_DIR", help="run folder of 'fgsbir train'")
     index.add_argument("photo_dir", metavar="PHOTO_DIR", help="folder of photos (recursive)")
-    index.add_argument("--out", required=True, metavar="INDEX_DIR", help="index folder")
+    index.add_argument("--out", required=True, metavar="INDEX_DIR", help="index folder to write")
     index.add_argument(
-        "--kind",
-        choices=INDEX_KINDS,
-        default="exact",
-        help="exact search (default), or an approximate faiss index for large galleries",
-    )
-    index.add_argument("--batch-size", type=int, default=32, help="photos per forward pass")
-    index.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")
+        "--kind", choices=INDEX_KINDS,
+        help="exact search, or an approximate faiss index (hnsw, ivf) for large galleries "
+        "(default: the existing index's kind; exact for a new index)",
+    )  # fmt: skip
     index.add_argument(
-        "--on-error",
-        choices=["raise", "warn"],
-        default="raise",
-        help="stop at an unreadable photo (default) or skip it with a warning",
+        "--batch-size", type=checked(Count), default=32, metavar="N", help="photos per batch"
     )
+    device_option(index)
+    index.add_argument(
+        "--on-error", choices=["raise", "warn"], default="raise",
+        help="stop at an unreadable photo (raise) or skip it with a warning (warn)",
+    )  # fmt: skip
     index.set_defaults(func=run_index)
 
-    search = subparsers.add_parser("search", help="rank the photos of an index by a sketch")
-    search.add_argument("index_dir", metavar="INDEX_DIR")
+    search = subparsers.add_parser(
+        "search",
+        help="rank the photos of an index by a sketch",
+        description="Print the K photos of INDEX_DIR that best match SKETCH, best first, with "
+        "their scores (cosine similarity).",
+    )
+    search.add_argument("index_dir", metavar="INDEX_DIR", help="index folder of 'fgsbir index'")
     search.add_argument("sketch", metavar="SKETCH", help="an SVG, stroke JSON or PNG drawing")
-    search.add_argument("-k", type=int, default=10, help="how many photos (default 10)")
+    search.add_argument(
+        "-k", type=checked(Count), default=10, metavar="K", help="how many photos to show"
+    )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _model_options(search)
     search.set_defaults(func=run_search)
 
-    serve = subparsers.add_parser("serve", help="serve the drawing page for an index")
-    serve.add_argument("index_dir", metavar="INDEX_DIR")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--threads",
-        type=int,
-        help="CPU threads for embedding sketches (default: PyTorch's; 1 is best on busy cores)",
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve the drawing page for an index",
+        description="Serve a web page to draw on: the best-matching photos of INDEX_DIR update "
+        "after every stroke. Runs until Ctrl+C.",
     )
+    serve.add_argument("index_dir", metavar="INDEX_DIR", help="index folder of 'fgsbir index'")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=checked(Port), default=8000, help="port to listen on")
+    serve.add_argument(
+        "--threads", type=checked(Count), metavar="N",
+        help="CPU threads for embedding sketches; 1 is best on busy cores "
+        "(default: torch's choice)",
+    )  # fmt: skip
     _model_options(serve)
     serve.set_defaults(func=run_serve)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--run", metavar="RUN_DIR", help="the model's run folder, if it moved since indexing"
-    )
-    parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")
+        "--run", metavar="RUN_DIR",
+        help="the model's run folder, if it moved since indexing (default: the one the index "
+        "recorded)",
+    )  # fmt: skip
+    device_option(parser)
 
 
 def run_index(args: argparse.Namespace) -> None:

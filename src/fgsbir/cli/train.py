@@ -7,8 +7,8 @@ import argparse
 import json
 from typing import Any
 
-from fgsbir.cli.common import add_training_arguments, training_values
-from fgsbir.config import load_config
+from fgsbir.cli.common import add_training_arguments, begin_training, training_values
+from fgsbir.config import RunOptions, load_config
 from fgsbir.errors import FgsbirError
 
 METRIC_KEYS = ("acc@1", "acc@5", "acc@10", "mean_rank", "mrr", "n_queries", "n_gallery")
@@ -17,40 +17,61 @@ METRIC_KEYS = ("acc@1", "acc@5", "acc@10", "mean_rank", "mrr", "n_queries", "n_g
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a sketch-photo retrieval model (resumes when RUN_DIR holds a stopped run)",
-        description="Train a Siamese FG-SBIR model with a triplet loss, or with --method semi "
-        "also from generated sketches of unlabelled photos (Bhunia et al. 2021). Run the same "
-        "command again to resume after an interruption; under torchrun it trains with DDP.",
+        help="train a retrieval model on sketch-photo pairs (resumes a stopped run)",
+        description="Train a model that finds a photo from a sketch of it, on the sketch-photo "
+        "pairs of a data set. With --method semi it also learns from sketches that a generator "
+        "draws of unlabelled photos. Every setting is checked before training starts. If "
+        "training stops (Ctrl+C, a crash), run the same command again to resume it.",
     )
     p.add_argument(
         "--method", choices=("supervised", "semi"), default="supervised",
-        help="'semi': also learn from generated sketches of unlabelled photos "
-        "(default: supervised)",
+        help="supervised: learn from the pairs; semi: also from generated sketches of "
+        "unlabelled photos",
     )  # fmt: skip
     p.add_argument(
         "--unlabelled", action="append", metavar="PHOTO_DIR",
-        help="a folder of unlabelled photos for --method semi (repeatable)",
+        help="a folder of unlabelled photos for --method semi (repeatable; default: only the "
+        "training photos whose sketches --labelled-fraction leaves out)",
     )  # fmt: skip
-    add_training_arguments(p, "TrainConfig (or SemiConfig)")
+    add_training_arguments(p, epochs=RunOptions().epochs)
     p.set_defaults(func=_train)
 
-    p = subparsers.add_parser("evaluate", help="score a trained run on a data set's test split")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a retrieval run folder")
-    p.add_argument("--data", required=True, help="data-set folder, or 'synthetic'")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a trained retrieval model on a data set's test split",
+        description="Every test sketch of DATA searches all its test photos with the model of "
+        "RUN_DIR; prints acc@1/5/10 (the share of sketches whose photo is among the top 1/5/10), "
+        "the mean rank of the right photo and the mean reciprocal rank (MRR).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder of 'fgsbir train'")
+    p.add_argument(
+        "--data", required=True,
+        help="data-set folder with test sketches, or 'synthetic' for the built-in data set",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=_evaluate)
 
 
+def metrics_line(m: dict[str, Any]) -> str:
+    """Retrieval metrics as one line: ``acc@1 0.463  acc@5 ...  (200 sketches, 100 photos)``."""
+    return (
+        f"acc@1 {m['acc@1']:.3f}  acc@5 {m['acc@5']:.3f}  acc@10 {m['acc@10']:.3f}  "
+        f"mean rank {m['mean_rank']:.2f}  MRR {m['mrr']:.3f}  "
+        f"({m['n_queries']} sketches, {m['n_gallery']} photos)"
+    )
+
+
+def best_epoch(result: dict[str, Any]) -> str:
+    """``best epoch N``, explained when the start model (epoch 0) was kept."""
+    epoch = result["best_epoch"]
+    return f"best epoch {epoch}" + (": the start model was kept" if epoch == 0 else "")
+
+
 def print_summary(result: dict[str, Any], out: str) -> None:
-    print(f"run folder: {out} (best epoch {result['best_epoch']})")
+    print(f"run folder: {out} ({best_epoch(result)})")
     for split in ("val", "test"):
         if split in result:
-            m = result[split]
-            print(
-                f"{split:>5}: acc@1 {m['acc@1']:.3f}  acc@5 {m['acc@5']:.3f}  "
-                f"acc@10 {m['acc@10']:.3f}  mean rank {m['mean_rank']:.2f}  "
-                f"({m['n_queries']} sketches, {m['n_gallery']} photos)"
-            )
+            print(f"{split:>5}: {metrics_line(result[split])}")
     for picture in result.get("pictures", []):
         print(f"picture: {picture}")
 
@@ -61,15 +82,19 @@ def _train(args: argparse.Namespace) -> int:
         from fgsbir.train.semi import SemiConfig, train_semi
 
         values["data.unlabelled"] = args.unlabelled
-        result = train_semi(load_config(SemiConfig, args.config, args.set, **values))
+        config = load_config(SemiConfig, args.config, args.set, **values)
+        run = train_semi
     elif args.unlabelled:
         raise FgsbirError("--unlabelled needs --method semi")
     else:
         from fgsbir.train.supervised import TrainConfig, train
 
-        result = train(load_config(TrainConfig, args.config, args.set, **values))
+        config = load_config(TrainConfig, args.config, args.set, **values)
+        run = train
+    begin_training(config.run)
+    result = run(config)
     if result:  # only rank 0 of a distributed run reports
-        print_summary(result, args.out)
+        print_summary(result, config.run.out)
     return 0
 
 
@@ -80,7 +105,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: metrics[k] for k in ("model", "data", *METRIC_KEYS)}))
     else:
-        for key in METRIC_KEYS:
-            value = metrics[key]
-            print(f"{key:>10}: {value:.4f}" if isinstance(value, float) else f"{key:>10}: {value}")
+        print(f"{args.run_dir} (model {metrics['model']}) on the test split of {args.data}:")
+        print(metrics_line(metrics))
     return 0

@@ -151,8 +151,8 @@ def train_start_runs(config: SemiConfig) -> StartRuns:
                       START_GENERATOR_DIR, config.generator_budget_share),
     }  # fmt: skip
     for kind, (given, *_) in starts.items():
-        if given and load_run_config(given).get("kind") != kind:
-            raise FgsbirError(f"{given}: not a {kind} run")
+        if given:
+            load_run_config(given, kind)
     folders, seconds = {}, {}
     for kind, (given, template, trainer, folder, share) in starts.items():
         folders[kind], seconds[kind] = given, 0.0

@@ -1,6 +1,9 @@
 """The search web app: a page to draw on, and a JSON API that ranks gallery photos by a sketch.
 
 * ``GET /``: the drawing page (``static/``: plain HTML, CSS and JavaScript, no external resources);
+* ``GET /api/docs``: the API's Swagger UI, from the copy the ``fastapi-offline`` package ships,
+  so that it works offline like everything else here;
+* ``GET /favicon.ico``: the page's icon (an SVG, also at ``/static/favicon.svg``);
 * ``POST /api/search``: ``{"strokes": [[[x, y], ...], ...], "k": 10, "width": W, "height": H}``
   -> ``{"results": [{"rank", "photo", "url", "score", "name"}, ...], "took_ms": T}``;
 * ``GET /api/health``: the gallery size, index kind and model identity;
@@ -8,12 +11,16 @@
 
 Malformed requests get a 4xx JSON ``{"error": message}`` (with ``details`` for validation errors):
 400 for unparsable JSON, 413 for bodies over :data:`MAX_BODY_BYTES`, 422 for anything that
-parses but breaks the schema or limits.
+parses but breaks the schema or limits. The message says what is wrong (``"invalid search request:
+too many strokes: 301 > 300"``); the drawing page shows it as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mimetypes
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -27,7 +34,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -37,14 +46,25 @@ from fgsbir.inference import Embedder, load_gallery_model
 from fgsbir.sketch.strokes import Sketch
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+FAVICON = "favicon.svg"  # in static/
 MAX_BODY_BYTES = 1_000_000
 MAX_STROKES = 300
 MAX_POINTS = 30_000
 MAX_K = 100
 MAX_CANVAS = 10_000.0
+SHOWN_PROBLEMS = 3  # validation problems named in an error message; ``details`` has them all
 
 Coordinate = Annotated[float, Field(ge=-MAX_CANVAS, le=2 * MAX_CANVAS)]
 Stroke = Annotated[list[tuple[Coordinate, Coordinate]], Field(min_length=1)]
+
+
+def _check_count(what: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise PydanticCustomError(
+            "too_many",
+            "too many {what}: {count} > {limit}",
+            {"what": what, "count": count, "limit": limit},
+        )
 
 
 class SearchRequest(BaseModel):
@@ -52,17 +72,22 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    strokes: list[Stroke] = Field(min_length=1, max_length=MAX_STROKES)
+    strokes: list[Stroke] = Field(min_length=1, json_schema_extra={"maxItems": MAX_STROKES})
     k: int = Field(10, ge=1, le=MAX_K)
     width: float = Field(256.0, gt=0, le=MAX_CANVAS)
     height: float = Field(256.0, gt=0, le=MAX_CANVAS)
 
-    @model_validator(mode="after")
-    def _limit_points(self) -> SearchRequest:
-        total = sum(len(stroke) for stroke in self.strokes)
-        if total > MAX_POINTS:
-            raise ValueError(f"{total} points in all; at most {MAX_POINTS} are accepted")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _limit_size(cls, data: Any) -> Any:
+        """Refuse too many strokes or points (at most :data:`MAX_STROKES` and :data:`MAX_POINTS`)
+        before any point is validated."""
+        strokes = data.get("strokes") if isinstance(data, dict) else None
+        if isinstance(strokes, list):
+            _check_count("strokes", len(strokes), MAX_STROKES)
+            points = sum(len(stroke) for stroke in strokes if isinstance(stroke, list))
+            _check_count("points", points, MAX_POINTS)
+        return data
 
     def sketch(self) -> Sketch:
         return Sketch.from_strokes([np.array(s) for s in self.strokes], self.width, self.height)
@@ -139,6 +164,22 @@ def _validation_details(err: ValidationError | RequestValidationError) -> list[d
     return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]
 
 
+def _validation_error(what: str, err: ValidationError | RequestValidationError) -> JSONResponse:
+    """422 whose message names the first problems: ``"invalid search request: k: Input should be
+    greater than or equal to 1"``; ``details`` lists them all."""
+    details = _validation_details(err)
+    problems = [_problem(d["loc"], d["msg"]) for d in details[:SHOWN_PROBLEMS]]
+    if len(details) > SHOWN_PROBLEMS:
+        problems.append(f"{len(details) - SHOWN_PROBLEMS} more")
+    return _error(422, f"invalid {what}: " + "; ".join(problems), details)
+
+
+def _problem(loc: list[str | int], msg: str) -> str:
+    """``["strokes", 0, 1]``, ``"..."`` -> ``"strokes[0][1]: ..."``; no location, the message."""
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return f"{where.lstrip('.')}: {msg}" if where else msg
+
+
 async def _read_body(request: Request) -> bytes:
     """The request body, refusing (413) anything over :data:`MAX_BODY_BYTES` without reading it."""
     declared = request.headers.get("content-length")
@@ -167,7 +208,16 @@ def create_app(index_dir: str | Path, embedder: Embedder) -> FastAPI:
     index.prepare()
     batcher = SketchBatcher(index, embedder)
 
-    app = FastAPI(title="fgsbir search", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app = FastAPIOffline(
+        title="fgsbir search",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        static_url="/api/docs/assets",
+        favicon_url=f"/static/{FAVICON}",
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+        swagger_ui_parameters={"validatorUrl": None},  # no spec sent to swagger.io's validator
+    )
     app.state.index = index
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -177,11 +227,15 @@ def create_app(index_dir: str | Path, embedder: Embedder) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, "invalid request", _validation_details(exc))
+        return _validation_error("request", exc)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC_DIR / FAVICON, media_type="image/svg+xml")
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:
@@ -207,7 +261,7 @@ def create_app(index_dir: str | Path, embedder: Embedder) -> FastAPI:
         except ValidationError as err:
             if any(e["type"] == "json_invalid" for e in err.errors()):
                 return _error(400, "request body is not valid JSON")
-            return _error(422, "invalid search request", _validation_details(err))
+            return _validation_error("search request", err)
         try:
             return await run_in_threadpool(run_search, query)
         except FgsbirError as err:  # e.g. a sketch the model cannot embed
@@ -237,13 +291,41 @@ def serve(
 ) -> None:
     """Serve the search page for ``index_dir`` until interrupted (Ctrl+C).
 
-    ``threads`` sets PyTorch's CPU threads for embedding sketches. On a machine whose cores are
-    busy with other work, 1 is much faster than several: each operation of a multi-threaded
-    forward pass waits for its slowest thread, which the OS may have paused.
+    The index and model are loaded and ``host:port`` is bound before anything is printed, so a
+    busy port or a bad index is one :class:`~fgsbir.errors.FgsbirError`, not a server that starts
+    and then fails. ``threads`` sets PyTorch's CPU threads for embedding sketches. On a machine
+    whose cores are busy with other work, 1 is much faster than several: each operation of a
+    multi-threaded forward pass waits for its slowest thread, which the OS may have paused.
     """
-    if threads:
+    if not 1 <= port <= 65535:
+        raise FgsbirError(f"--port must be between 1 and 65535, not {port}")
+    if threads is not None:
+        if threads < 1:
+            raise FgsbirError(f"--threads must be at least 1, not {threads}")
         torch.set_num_threads(threads)
     app = create_app(index_dir, load_gallery_model(index_dir, run_dir, device))
     index: GalleryIndex = app.state.index
-    print(f"fgsbir: serving {len(index)} photos at http://{host}:{port}/ (Ctrl+C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    with _listen(host, port) as sock:
+        url = f"http://{host}:{port}/"
+        print(f"fgsbir: serving {len(index)} photos at {url} (Ctrl+C to stop)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is the way to stop
+            server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port``, or an error naming ``--host`` or ``--port``."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as err:
+        raise FgsbirError(f"--host {host}: {err.strerror}") from None
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            problem = f"port {port} on {host} is in use; choose another with --port"
+        elif err.errno == errno.EADDRNOTAVAIL:
+            problem = f"--host {host} is not an address of this machine"
+        else:
+            problem = f"cannot listen on port {port} of {host} (--host, --port): {err.strerror}"
+        raise FgsbirError(problem) from None

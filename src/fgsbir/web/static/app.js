@@ -5,6 +5,7 @@
 const LOGICAL = 512; // strokes are kept on a 512 x 512 canvas, whatever the on-screen size
 const MIN_STEP = 1.5; // logical units between recorded points
 const INK = "#1d2130";
+const UNREACHABLE = "server unreachable: is fgsbir serve still running?";
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
@@ -169,10 +170,12 @@ async function search() {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
       signal: inFlight.signal,
+    }).catch((err) => {
+      throw err.name === "AbortError" ? err : new Error(UNREACHABLE);
     });
-    const answer = await response.json();
+    const answer = await response.json().catch(() => ({})); // e.g. a proxy's HTML error page
     if (seq !== searchSeq) return;
-    if (!response.ok) throw new Error(answer.error || `search failed (${response.status})`);
+    if (!response.ok) throw new Error(answer.error || `search failed: HTTP ${response.status}`);
     showError(null);
     showResults(answer.results);
     const n = strokes.length;

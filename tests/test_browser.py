@@ -205,6 +205,7 @@ def test_a_failed_search_says_what_went_wrong(
 
 
 def test_api_docs_render_offline(page: sync_api.Page, server: str) -> None:
+    page.goto("about:blank")  # the search page's own requests end here, before listening
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     failed: list[str] = []

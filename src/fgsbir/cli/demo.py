@@ -27,6 +27,10 @@ def _demo(args: argparse.Namespace) -> int:
     from fgsbir.demo import run_demo
     from fgsbir.train.supervised import demo_config
 
+    if not args.no_serve:  # a busy port is found now, not after minutes of training
+        from fgsbir.web.app import listen
+
+        listen(args.host, args.port).close()
     print(f"training a small model on the synthetic data set into {args.out} ...")
     begin_training(demo_config(args.out).run)
     result, index_dir = run_demo(args.out)

@@ -305,7 +305,7 @@ def serve(
         torch.set_num_threads(threads)
     app = create_app(index_dir, load_gallery_model(index_dir, run_dir, device))
     index: GalleryIndex = app.state.index
-    with _listen(host, port) as sock:
+    with listen(host, port) as sock:
         url = f"http://{host}:{port}/"
         print(f"fgsbir: serving {len(index)} photos at {url} (Ctrl+C to stop)", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -313,7 +313,7 @@ def serve(
             server.run(sockets=[sock])
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """A TCP socket listening on ``host:port``, or an error naming ``--host`` or ``--port``."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]

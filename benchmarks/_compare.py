@@ -1,7 +1,10 @@
 """A comparison harness: arms x labelled fractions x seeds, run in parallel one-thread lanes.
 
-Each run is cached in its own folder (``<root>/<arm>/f<fraction>/seed<seed>``): a finished run
-leaves ``scores.json`` and is never trained again; an interrupted one resumes from its run folder.
+Each run trains in its own folder (``<root>/<arm>/f<fraction>/seed<seed>``, resumed if it was
+interrupted); a finished run's scores go to a cell store, a JSON file kept in the repository
+(``benchmarks/results/<name>_cells.json``), keyed by the arm, fraction, seed and a digest of the
+run's settings, with the commit that produced them. A cell already in the store is never trained
+again, so a campaign carries on across sessions and machines, and a changed recipe starts afresh.
 The summary gives, per fraction and arm, each seed's test acc@1 with their mean and standard
 deviation, and against the arm's baseline (paired by seed) the mean difference with a 95%
 confidence interval (Student's t over the per-seed differences).
@@ -9,16 +12,21 @@ confidence interval (Student's t over the per-seed differences).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import statistics
+import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from _record import ROOT
 from scipy import stats
+
+from fgsbir.config import config_to_dict
 
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 
@@ -34,10 +42,25 @@ class Arm:
     baseline: str | None = None
 
 
-def _run(arm: Arm, fraction: float, seed: int, folder: Path) -> dict[str, Any]:
-    """Train (or resume) one cell on one thread; its scores, cached in ``scores.json``."""
+def _settings(arm: Arm, fraction: float, seed: int) -> tuple[Any, str]:
+    """The cell's settings and a digest of them (without where and how it runs)."""
     config = arm.build(fraction, seed)
-    config = replace(config, run=replace(config.run, out=str(folder / "run"), threads=1))
+    settings = config_to_dict(config)
+    settings.pop("run")
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return config, digest
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def _run(arm: Arm, config: Any, folder: Path) -> dict[str, Any]:
+    """Train (or resume) one cell on one thread; its scores."""
+    config = replace(config, run=replace(config.run, out=str(folder), threads=1))
     result = arm.train(config)
     scores = {key: round(result["test"][key], 4) for key in METRICS}
     scores |= {
@@ -46,8 +69,8 @@ def _run(arm: Arm, fraction: float, seed: int, folder: Path) -> dict[str, Any]:
         "epochs_trained": result["epochs_trained"],
         "steps": result["steps"],
         "train_s": result["train_s"],
+        "commit": _commit(),
     }
-    (folder / "scores.json").write_text(json.dumps(scores, indent=2))
     return scores
 
 
@@ -56,28 +79,32 @@ def run_campaign(
     fractions: Sequence[float],
     seeds: Sequence[int],
     root: Path,
+    store: Path,
     lanes: int,
 ) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
-    """Every cell's scores, ``[fraction][arm][seed]``; cached cells are read, the others run
-    ``lanes`` at a time (the cells of the first seeds first, so a stopped campaign has whole
-    seeds)."""
-    cells = [(a, f, s) for s in seeds for f in fractions for a in arms]
+    """Every cell's scores, ``[fraction][arm][seed]``: read from the ``store`` where it is there,
+    else trained ``lanes`` at a time (the first seeds' cells first, so a stopped campaign has
+    whole seeds) and added to the store as each finishes."""
+    cells = json.loads(store.read_text()) if store.is_file() else {}
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     todo = []
-    for arm, fraction, seed in cells:
-        folder = root / arm.name / f"f{fraction}" / f"seed{seed}"
-        cached = folder / "scores.json"
-        slot = results.setdefault(str(fraction), {}).setdefault(arm.name, {})
-        if cached.is_file():
-            slot[seed] = json.loads(cached.read_text())
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            todo.append((arm, fraction, seed, folder))
+    for seed in seeds:
+        for fraction in fractions:
+            for arm in arms:
+                config, digest = _settings(arm, fraction, seed)
+                key = f"{arm.name}/f{fraction}/seed{seed}/{digest}"
+                slot = results.setdefault(str(fraction), {}).setdefault(arm.name, {})
+                if key in cells:
+                    slot[seed] = cells[key]
+                else:
+                    folder = root / arm.name / f"f{fraction}" / f"seed{seed}" / digest
+                    todo.append((key, slot, seed, arm, config, folder))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(lanes, mp_context=context) as pool:
-        futures = [(a, f, s, pool.submit(_run, a, f, s, d)) for a, f, s, d in todo]
-        for arm, fraction, seed, future in futures:
-            results[str(fraction)][arm.name][seed] = future.result()
+        futures = [(k, slot, s, pool.submit(_run, a, c, d)) for k, slot, s, a, c, d in todo]
+        for key, slot, seed, future in futures:
+            slot[seed] = cells[key] = future.result()
+            store.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
     return results
 
 

@@ -11,8 +11,9 @@ default supervised recipe (``TrainConfig()``) plus its parts:
   the recipe's epochs plus as many more as the edge epochs' steps fill) -- the equal-time control
   that ``edges`` is compared with (paired by seed), so that what it gains is the photos' doing.
 
-Runs go through ``_compare`` (parallel one-thread lanes, every finished run cached, resumed across
-sessions). The best recipe at full labels is chosen by validation acc@1; test acc@1 is read once,
+Runs go through ``_compare`` (parallel one-thread lanes; every finished run's scores kept in
+``benchmarks/results/photos_shoe_v1_cells.json``, so the campaign carries on across sessions).
+The best recipe at full labels is chosen by validation acc@1; test acc@1 is read once,
 at the end. Results: ``benchmarks/results/photos_shoe_v1.json``, ``photos_shoe_v1.png`` and the
 ``photos_shoe_v1`` section of BENCHMARKS.md.
 """
@@ -24,15 +25,16 @@ import shlex
 import statistics
 import sys
 from dataclasses import replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 from _compare import Arm, markdown_table, plot, run_campaign, summarise
-from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
+from _record import RESULTS_DIR, SHARED_DATA, record
 
 from fgsbir.config import DataConfig
 from fgsbir.data.dataset import load_data
+from fgsbir.data.layouts import cache_dir
 from fgsbir.train.supervised import EdgePairs, TrainConfig, train
 
 NAME = "photos_shoe_v1"
@@ -51,13 +53,20 @@ def recipe(fraction: float, seed: int, edge_epochs: int = 0, extra_epochs: int =
     return replace(config, run=replace(config.run, epochs=config.run.epochs + extra_epochs))
 
 
+@cache
+def photo_counts(fraction: float, seed: int) -> tuple[int, int]:
+    """Labelled training photos and unlabelled photos of a fraction and seed."""
+    dataset = load_data(recipe(fraction, seed).data)
+    return len(dataset.train.photos), len(dataset.unlabelled)
+
+
 def equal_steps_control(fraction: float, seed: int, edge_epochs: int) -> TrainConfig:
     """The labelled-pairs recipe with as many more epochs as ``edge_epochs`` of edge pairs take
     steps (one edge pair per unlabelled photo, near enough: photos without edges are rare)."""
     base = recipe(fraction, seed)
-    dataset = load_data(base.data)
-    labelled_steps = max(1, len(dataset.train.photos) // base.batch_size)
-    edge_steps = edge_epochs * (len(dataset.unlabelled) // base.batch_size)
+    labelled, unlabelled = photo_counts(fraction, seed)
+    labelled_steps = max(1, labelled // base.batch_size)
+    edge_steps = edge_epochs * (unlabelled // base.batch_size)
     return recipe(fraction, seed, extra_epochs=round(edge_steps / labelled_steps))
 
 
@@ -90,14 +99,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--edge-epochs", type=int, default=2)
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "benchmarks" / NAME)
+    parser.add_argument(
+        "--out", type=Path, default=cache_dir() / "benchmarks" / NAME, help="run folders"
+    )
     args = parser.parse_args()
     for folder in (DATA, POOL):
         if not folder.is_dir():
             raise SystemExit(f"needs {folder} (see ../shared/data/README.md)")
 
     chosen = arms(args.edge_epochs)
-    results = run_campaign(chosen, args.fractions, args.seeds, args.out, args.lanes)
+    store = RESULTS_DIR / f"{NAME}_cells.json"
+    results = run_campaign(chosen, args.fractions, args.seeds, args.out, store, args.lanes)
     summary = summarise(results, chosen)
     gains = {
         fraction: {"recipe": "edges", "vs": "control"}

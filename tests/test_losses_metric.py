@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fgsbir.losses.metric import DistillationLoss, TripletLoss, pairwise_distances
+from fgsbir.losses.metric import (
+    DistillationLoss,
+    NeighbourhoodLoss,
+    RelationDistillation,
+    TripletLoss,
+    pairwise_distances,
+)
 
 
 def column(*values: float) -> torch.Tensor:
@@ -145,3 +151,25 @@ def test_distillation_trains_only_the_student() -> None:
     loss.backward()
     assert student_s.grad is not None and student_p.grad is not None
     assert teacher_s.grad is None and teacher_p.grad is None
+
+
+def test_neighbourhood_loss_asks_the_sketch_for_the_frozen_order() -> None:
+    """Three photos on a line, frozen order p0 < p1 < p2 from p0; a sketch of p0 that sees p2
+    closer than p1 pays the hinge of every pair drawn in the wrong order."""
+    frozen = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    photos = frozen.clone()
+    loss = NeighbourhoodLoss(margin=0.1, triplets=50)
+    own = torch.tensor([0])
+    right = loss(torch.tensor([[0.0, 0.0]]), photos, frozen, own)
+    assert right.item() == pytest.approx(0.0)  # d(s, p1) = 1 < d(s, p2) = 2 by more than 0.1
+    wrong = loss(torch.tensor([[2.0, 0.0]]), photos, frozen, own)
+    # the only pair is (p1, p2) in either draw order: d(s, p1) - d(s, p2) + 0.1 = 1 - 0 + 0.1
+    assert wrong.item() == pytest.approx(1.1)
+
+
+def test_relation_distillation_is_zero_for_the_teacher_itself() -> None:
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(6, 8), dim=1)
+    loss = RelationDistillation(tau=0.1)
+    assert loss(emb, emb).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(F.normalize(torch.randn(6, 8), dim=1), emb).item() > 0.01

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -19,6 +20,7 @@ from fgsbir.evaluate import evaluate_split
 from fgsbir.inference import Embedder, load_embedder
 from fgsbir.models.embedding import EmbeddingArch, build_embedding_net
 from fgsbir.runs import load_resume_state, read_metrics
+from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.supervised import EdgePairs, TrainConfig, train
 
 torch.set_num_threads(1)  # faster than 2 on a shared 2-core machine
@@ -190,3 +192,21 @@ def test_edge_pairs_need_unlabelled_photos(tiny_data, tmp_path) -> None:
     with pytest.raises(FgsbirError, match="edge pairs need unlabelled photos"):
         train(tiny_config(tiny_data, tmp_path, edges=EdgePairs(per_batch=2)))
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_photo_side_losses_train_on_unlabelled_photos(tiny_data, tmp_path) -> None:
+    """Each photo-side loss shows in the log; with them the run still learns its pairs."""
+    photo = PhotoLosses(neighbourhood=1.0, distill=1.0, intra=0.5, unlabelled_per_batch=4)
+    config = tiny_config(tiny_data, tmp_path, epochs=2, photo=photo)
+    config = replace(config, data=replace(config.data, labelled_fraction=0.5))
+    result = train(config)
+    train_records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    for key in ("triplet", "neighbourhood", "photo_distill", "intra"):
+        assert all(math.isfinite(r[key]) for r in train_records), key
+    assert train_records[0]["loss"] > train_records[0]["triplet"]  # the photo terms add up
+    assert result["skipped_steps"] == 0 and result["test"]["n_queries"] == 10
+
+
+def test_photo_side_losses_need_unlabelled_photos(tiny_data, tmp_path) -> None:
+    with pytest.raises(FgsbirError, match="photo-side losses need unlabelled photos"):
+        train(tiny_config(tiny_data, tmp_path, photo=PhotoLosses(distill=1.0)))

@@ -28,15 +28,16 @@ from fgsbir.models.generator import PhotoToSketch
 
 
 class UnlabelledPool:
-    """Unlabelled photos with their cached retrieval pixels and generator feature maps."""
+    """Unlabelled photos with their cached retrieval pixels and (given a ``generator``) its
+    feature maps."""
 
     def __init__(
         self,
         photos: Sequence[Path],
         prep: Preprocessing,
-        generator: PhotoToSketch,
         device: torch.device,
         seed: int,
+        generator: PhotoToSketch | None = None,
     ) -> None:
         self.photos, self.prep, self.generator = list(photos), prep, generator
         self.device, self.seed = device, seed
@@ -49,13 +50,14 @@ class UnlabelledPool:
     def load(self, indices: Sequence[int]) -> None:
         """Decode the photos not seen yet and compute their feature maps."""
         for i in indices:
-            if i in self.maps:
+            if i in self.pixels:
                 continue
             image = load_photo(self.photos[i])
-            pixels = input_pixels(image, self.generator.arch.preprocessing)
-            with torch.no_grad():
-                inputs = normalise(pixels[None] / 255.0).to(self.device)
-                self.maps[i] = self.generator.feature_map(inputs)[0].half().cpu()
+            if self.generator is not None:
+                pixels = input_pixels(image, self.generator.arch.preprocessing)
+                with torch.no_grad():
+                    inputs = normalise(pixels[None] / 255.0).to(self.device)
+                    self.maps[i] = self.generator.feature_map(inputs)[0].half().cpu()
             self.pixels[i] = input_pixels(image, self.prep)
 
     def indices(self, position: int, size: int) -> list[int]:

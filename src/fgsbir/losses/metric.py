@@ -133,3 +133,67 @@ class DistillationLoss(nn.Module):
             teacher = self.log_distribution(teacher_sketch, teacher_photo)
         loss = F.kl_div(student, teacher, reduction="batchmean", log_target=True)
         return loss * self.tau**2 if self.scale_by_tau_sq else loss
+
+
+class NeighbourhoodLoss(nn.Module):
+    """Keeps a frozen photo model's neighbourhood order in the trained embedding (after Li, Pang,
+    Song, CVPR 2023, "Photo Pre-Training, But for Sketch").
+
+    For the sketch ``s_i`` of photo ``i`` and two other photos ``j, k`` that the frozen model
+    ranks ``d0(p_i, p_j) < d0(p_i, p_k)``, the hinge ``relu(d(s_i, p_j) - d(s_i, p_k) + margin)``
+    asks the sketch to see them in the same order. ``triplets`` random pairs ``(j, k)`` per
+    anchor come from all the given photos, so photos without sketches take part too.
+    """
+
+    def __init__(self, margin: float = 0.01, triplets: int = 10) -> None:
+        super().__init__()
+        self.margin, self.triplets = margin, triplets
+
+    def forward(
+        self,
+        sketch_emb: torch.Tensor,
+        photo_emb: torch.Tensor,
+        frozen: torch.Tensor,
+        own: torch.Tensor,
+    ) -> torch.Tensor:
+        """``sketch_emb (B, D)``; ``photo_emb (P, D)`` and ``frozen (P, F)``: the trained and the
+        frozen embeddings of the same photos; ``own (B,)``: each sketch's photo among them."""
+        count = photo_emb.shape[0]
+        if count < 3:
+            return sketch_emb.new_zeros(())
+        shape = (sketch_emb.shape[0], self.triplets)
+        # two distinct photos, neither the anchor's own: draw from the others, then shift past it
+        first = torch.randint(count - 1, shape, device=own.device)
+        second = torch.randint(count - 2, shape, device=own.device)
+        second = second + (second >= first).long()
+        j = first + (first >= own[:, None]).long()
+        k = second + (second >= own[:, None]).long()
+        reference = pairwise_distances(frozen[own], frozen)
+        closer = reference.gather(1, j) < reference.gather(1, k)
+        near, far = torch.where(closer, j, k), torch.where(closer, k, j)
+        dist = pairwise_distances(sketch_emb, photo_emb)
+        return F.relu(dist.gather(1, near) - dist.gather(1, far) + self.margin).mean()
+
+
+class RelationDistillation(nn.Module):
+    """KL(teacher || student) of each photo's distribution over the *other* photos of a batch,
+    ``softmax(-d / tau)``, the teacher being a frozen photo model (after Sain et al., CVPR 2023,
+    "Exploiting Unlabelled Photos for Stronger Fine-Grained SBIR"): the trained model keeps how
+    the photos relate, whatever it learns from sketches."""
+
+    def __init__(self, tau: float = 0.1) -> None:
+        super().__init__()
+        self.tau = tau
+
+    def _log_distribution(self, emb: torch.Tensor) -> torch.Tensor:
+        dist = pairwise_distances(emb, emb)
+        dist = dist.masked_fill(torch.eye(len(emb), dtype=torch.bool, device=emb.device), 1e4)
+        return F.log_softmax(-dist / self.tau, dim=1)
+
+    def forward(self, photo_emb: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+        if len(photo_emb) < 3:
+            return photo_emb.new_zeros(())
+        with torch.no_grad():
+            teacher = self._log_distribution(frozen)
+        student = self._log_distribution(photo_emb)
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * self.tau**2

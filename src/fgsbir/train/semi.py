@@ -61,6 +61,7 @@ from fgsbir.models.generator import Encoding
 from fgsbir.runs import Stateful, load_model_state, load_resume_state, load_run_config
 from fgsbir.train.generator import GeneratorConfig, train_generator
 from fgsbir.train.loop import Progress, fit, optimise, progress_bar
+from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.semi_parts import (
     CriticConfig,
     Drawn,
@@ -114,6 +115,7 @@ class SemiConfig:
     negatives: NegativeMining = "hardest"
     augment: Augmentation = field(default_factory=Augmentation)  # unlabelled photos: no flips
     edges: EdgePairs = field(default_factory=EdgePairs)
+    photo: PhotoLosses = field(default_factory=PhotoLosses)
     generated_weight: NonNegative = 1.0  # triplet loss on generated pairs, relative to real
     disc_weighting: bool = True  # weight generated pairs by the discriminator's scores
     distillation: bool = True
@@ -195,9 +197,15 @@ class SemiTask(RetrievalTask):
     def preprocessing(self) -> Preprocessing:
         return config_from_dict(Preprocessing, self.start_config["prep"])
 
+    def build_photo_side(self) -> None:
+        if self.config.photo.on:
+            raise FgsbirError("photo-side losses (photo.*) are not part of --method semi yet")
+
+    def model_arch(self) -> EmbeddingArch:
+        return config_from_dict(EmbeddingArch, self.start_config["model"])
+
     def build_model(self) -> EmbeddingNet:
-        arch = config_from_dict(EmbeddingArch, self.start_config["model"])
-        model = build_embedding_net(arch, pretrained=False)
+        model = build_embedding_net(self.model_arch(), pretrained=False)
         model.load_state_dict(load_model_state(self.start.retrieval_run))
         return model
 
@@ -212,7 +220,7 @@ class SemiTask(RetrievalTask):
         self.policy = SketchPolicy(self.start.generator_run, self.dataset.train, config.policy, ctx)
         self.critic = PairCritic(config.critic, ctx)
         self.pool = UnlabelledPool(
-            self.dataset.unlabelled, self.prep, self.policy.model, ctx.device, config.data.seed
+            self.dataset.unlabelled, self.prep, ctx.device, config.data.seed, self.policy.model
         )
         return recorded | {
             "method": "semi",

@@ -20,6 +20,7 @@ from fgsbir.data.dataset import Dataset, load_data
 from fgsbir.data.edge_sketches import edge_sketch_split
 from fgsbir.data.sampling import cycled_batch, shuffled_batches
 from fgsbir.data.transforms import Augmentation, PairDataset, Preprocessing
+from fgsbir.data.unlabelled import UnlabelledPool
 from fgsbir.errors import FgsbirError
 from fgsbir.evaluate import evaluate_split, write_retrieval_grid
 from fgsbir.inference import Embedder
@@ -28,6 +29,7 @@ from fgsbir.models.backbones import freeze_early_groups
 from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
 from fgsbir.runs import Stateful
 from fgsbir.train.loop import Progress, Task, fit, optimise
+from fgsbir.train.photo_side import PhotoLosses, PhotoSide
 
 GRID_PNG = "retrieval_{split}.png"
 
@@ -69,6 +71,7 @@ class TrainConfig:
     negatives: NegativeMining = "hardest"
     augment: Augmentation = field(default_factory=Augmentation)
     edges: EdgePairs = field(default_factory=EdgePairs)
+    photo: PhotoLosses = field(default_factory=PhotoLosses)
     select_metric: Literal["acc@1", "acc@5", "acc@10", "mrr"] = "mrr"  # picks the best epoch
     grid_queries: Count = 8  # rows of the final retrieval-grid picture
 
@@ -155,6 +158,7 @@ class RetrievalTask(Task):
         self.pairs = PairDataset(self.dataset.train, self.prep, config.augment, config.data.seed)
         self.edge_pairs = self.build_edge_pairs()
         self.model = self.build_model().to(self.ctx.device)
+        self.photo_side = self.build_photo_side()
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -167,15 +171,29 @@ class RetrievalTask(Task):
             info["edge_pairs"] = len(self.edge_pairs)
         return {"data_info": info}
 
+    def _need_unlabelled(self, what: str) -> None:
+        if not self.dataset.unlabelled:
+            raise FgsbirError(
+                f"{self.config.data.path}: {what} need unlabelled photos (folders of photos, or "
+                "a labelled fraction below 1)"
+            )
+
+    def build_photo_side(self) -> PhotoSide | None:
+        config = self.config
+        if not config.photo.on:
+            return None
+        self._need_unlabelled("photo-side losses")
+        pool = UnlabelledPool(self.dataset.unlabelled, self.prep, self.ctx.device, config.data.seed)
+        return PhotoSide(config.photo, self.model_arch(), pool, config.augment, self.ctx)
+
+    def model_arch(self) -> EmbeddingArch:
+        return self.config.model
+
     def build_edge_pairs(self) -> PairDataset | None:
         edges, data = self.config.edges, self.config.data
         if not (edges.epochs or edges.per_batch):
             return None
-        if not self.dataset.unlabelled:
-            raise FgsbirError(
-                f"{data.path}: edge pairs need unlabelled photos (folders of photos, or a "
-                "labelled fraction below 1)"
-            )
+        self._need_unlabelled("edge pairs")
         split = edge_sketch_split(
             self.dataset.unlabelled, edges.max_points, threshold=edges.threshold
         )
@@ -189,7 +207,7 @@ class RetrievalTask(Task):
         return self.config.prep
 
     def build_model(self) -> EmbeddingNet:
-        model = build_embedding_net(self.config.model)
+        model = build_embedding_net(self.model_arch())
         freeze_early_groups(model.backbone, self.config.freeze_groups)
         return model
 
@@ -241,10 +259,21 @@ class RetrievalTask(Task):
     def step(self, batch: Batch, progress: Progress) -> dict[str, float]:
         sketches, photos, labels = self.labelled_batch(batch, progress)
         n = len(labels)
-        embeddings = self.model(torch.cat([sketches, photos]))
-        loss = self.triplet(embeddings[:n], embeddings[n:], labels)
+        extra = []
+        if self.photo_side is not None:
+            extra = self.photo_side.inputs(progress.step * self.ctx.world_size + self.ctx.rank)
+        embeddings = self.model(torch.cat([sketches, photos, *extra]))
+        sketch_emb, photo_emb, *extra_emb = embeddings.split([n, n, *map(len, extra)])
+        loss = self.triplet(sketch_emb, photo_emb, labels)
+        stats = {"triplet": loss.item()}
+        if self.photo_side is not None:
+            photo_loss, photo_stats = self.photo_side.loss(
+                sketch_emb, photo_emb, photos, extra, extra_emb
+            )
+            loss, stats = loss + photo_loss, stats | photo_stats
         stepped = optimise(loss, self.optimizer, self.ctx, scheduler=self.scheduler)
-        return {"loss": loss.item(), "lr": self.scheduler.get_last_lr()[0], "skipped": not stepped}
+        lr = self.scheduler.get_last_lr()[0]
+        return stats | {"loss": loss.item(), "lr": lr, "skipped": not stepped}
 
     def embedder(self) -> Embedder:
         """The model being trained, as an inference object (switches it to eval mode)."""

@@ -66,9 +66,10 @@ def test_bad_yaml_file_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("args", "key"),
     [
-        (["train", "--labelled-fraction", "1.5"], "data.labelled_fraction"),
-        (["train", "--labelled-fraction", "0"], "data.labelled_fraction"),
-        (["train", "--epochs", "0"], "run.epochs"),
+        (["train", "--labelled-fraction", "1.5"], "--labelled-fraction"),
+        (["train", "--labelled-fraction", "0"], "--labelled-fraction"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--set", "data.labelled_fraction=0"], "data.labelled_fraction"),
         (["train", "--set", "lr=-1"], "lr"),
         (["train", "--set", "model.pool_grid=zero"], "model.pool_grid"),
         (["train", "--set", "prep.photo_input=grey"], "prep.photo_input"),
@@ -77,7 +78,8 @@ def test_bad_yaml_file_is_named(tmp_path):
             "supervised.batch_size",
         ),
         (["train-generator", "--set", "model.hidden=0"], "model.hidden"),
-        (["train-generator", "--time-budget", "-5"], "run.time_budget_s"),
+        (["train-generator", "--time-budget", "-5"], "--time-budget"),
+        (["train-generator", "--set", "run.time_budget_s=-5"], "run.time_budget_s"),
         (["train-generator", "--set", "model.bogus=1"], "model.bogus"),
     ],
 )
@@ -85,7 +87,7 @@ def test_the_cli_names_a_bad_setting_in_one_line(tmp_path, capsys, args, key) ->
     out = tmp_path / "run"
     assert main([*args, "--data", "synthetic", "--out", str(out)]) == 2
     message = capsys.readouterr().err.strip()
-    assert message.startswith("fgsbir: error:") and "\n" not in message
+    assert message.startswith("fgsbir") and ": error: " in message and "\n" not in message
     assert key in message
     assert not out.exists()  # refused before any work
 

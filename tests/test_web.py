@@ -23,9 +23,9 @@ from search_helpers import BARS, FakeEmbedder, bar_sketch, make_bar_gallery, mak
 from fgsbir.errors import FgsbirError
 from fgsbir.index import GalleryIndex, GalleryIndexError, build_index
 from fgsbir.inference import load_embedder, load_gallery_model
+from fgsbir.limits import MAX_SKETCH_POINTS
 from fgsbir.web.app import (
     MAX_BODY_BYTES,
-    MAX_POINTS,
     MAX_STROKES,
     SearchRequest,
     SketchBatcher,
@@ -209,9 +209,11 @@ def test_limits_on_size_strokes_and_points(client: TestClient) -> None:
     assert code == 422 and answer["error"] == f"invalid search request: {message}"
     assert answer["details"] == [{"loc": [], "msg": message}]
 
-    long_strokes = [[[float(i % 200), 3.0]] * 1000 for i in range(MAX_POINTS // 1000)] + [[[1, 1]]]
+    long_strokes = [[[float(i % 200), 3.0]] * 1000 for i in range(MAX_SKETCH_POINTS // 1000)] + [
+        [[1, 1]]
+    ]
     code, answer = _post_raw(client, json.dumps({"strokes": long_strokes}))
-    message = f"too many points: {MAX_POINTS + 1} > {MAX_POINTS}"
+    message = f"too many points: {MAX_SKETCH_POINTS + 1} > {MAX_SKETCH_POINTS}"
     assert code == 422 and answer["error"] == f"invalid search request: {message}"
     assert client.post("/api/search", json={"strokes": long_strokes[:-1]}).status_code == 200
 

@@ -22,7 +22,7 @@ from fgsbir.data.layouts import SketchRecord, Split, cached_sketch
 from fgsbir.data.photos import load_photo
 from fgsbir.data.transforms import edge_pixels, photo_pixels
 from fgsbir.sketch.strokes import Sketch
-from fgsbir.sketch.trace import trace_raster
+from fgsbir.sketch.trace import TooMuchInk, trace_raster
 
 EDGE_SIZE = 256  # side of the square edge map that is traced, in pixels
 MIN_POINTS = 4  # photos whose traced edges have fewer points give no pseudo-sketch
@@ -61,7 +61,10 @@ def _edge_reader(max_points: int, **trace: float) -> Callable[[Path], Sketch]:
     """:func:`edge_sketch` of a photo file, named by its settings (the cache key)."""
 
     def read(path: Path) -> Sketch:
-        return edge_sketch(load_photo(path), max_points, **trace)
+        try:
+            return edge_sketch(load_photo(path), max_points, **trace)
+        except TooMuchInk:  # all texture: no drawing to learn from, like a photo without edges
+            return Sketch(np.zeros((0, 3), np.float32), EDGE_SIZE, EDGE_SIZE)
 
     settings = sorted({"max_points": max_points, **trace}.items())
     read.__name__ = "edge_sketch_" + "_".join(f"{key}={value}" for key, value in settings)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fgsbir import limits
 from fgsbir.data.photos import check_photo, is_photo_file
 from fgsbir.errors import DataError, OnError, report
 from fgsbir.sketch import io as sketch_io
@@ -127,7 +128,8 @@ def detect_format(root: Path) -> str:
 
 
 def _valid_photos(paths: Iterable[Path], on_error: OnError) -> set[Path]:
-    """The paths whose photo header reads; the others are reported."""
+    """The paths whose photo decodes within the limits (:func:`check_photo`: truncated or
+    corrupt files are found now, not an epoch into training); the others are reported."""
     good = set()
     for path in paths:
         try:
@@ -206,8 +208,9 @@ def load_qmul_v2(root: Path, on_error: OnError = "raise") -> Splits:
 def _reader_digest() -> str:
     """Digest of the sketch-reading code, so cached sketches are redone when it changes."""
     digest = hashlib.sha1()
-    for name in ("io.py", "trace.py", "strokes.py"):
-        digest.update((Path(sketch_io.__file__).parent / name).read_bytes())
+    sketch_dir = Path(sketch_io.__file__).parent
+    for source in (*(sketch_dir / n for n in ("io.py", "trace.py", "strokes.py")), limits.__file__):
+        digest.update(Path(source).read_bytes())
     return digest.hexdigest()
 
 

@@ -43,13 +43,13 @@ from starlette.exceptions import HTTPException
 from fgsbir.errors import FgsbirError
 from fgsbir.index import GalleryIndex, index_info, open_index
 from fgsbir.inference import Embedder, load_gallery_model
+from fgsbir.limits import MAX_SKETCH_POINTS
 from fgsbir.sketch.strokes import Sketch
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FAVICON = "favicon.svg"  # in static/
 MAX_BODY_BYTES = 1_000_000
 MAX_STROKES = 300
-MAX_POINTS = 30_000
 MAX_K = 100
 MAX_CANVAS = 10_000.0
 SHOWN_PROBLEMS = 3  # validation problems named in an error message; ``details`` has them all
@@ -80,13 +80,13 @@ class SearchRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _limit_size(cls, data: Any) -> Any:
-        """Refuse too many strokes or points (at most :data:`MAX_STROKES` and :data:`MAX_POINTS`)
-        before any point is validated."""
+        """Refuse too many strokes or points (at most :data:`MAX_STROKES` and
+        :data:`~fgsbir.limits.MAX_SKETCH_POINTS`) before any point is validated."""
         strokes = data.get("strokes") if isinstance(data, dict) else None
         if isinstance(strokes, list):
             _check_count("strokes", len(strokes), MAX_STROKES)
             points = sum(len(stroke) for stroke in strokes if isinstance(stroke, list))
-            _check_count("points", points, MAX_POINTS)
+            _check_count("points", points, MAX_SKETCH_POINTS)
         return data
 
     def sketch(self) -> Sketch:

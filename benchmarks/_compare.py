@@ -81,10 +81,11 @@ def run_campaign(
     root: Path,
     store: Path,
     lanes: int,
+    train: bool = True,
 ) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
     """Every cell's scores, ``[fraction][arm][seed]``: read from the ``store`` where it is there,
-    else trained ``lanes`` at a time (the first seeds' cells first, so a stopped campaign has
-    whole seeds) and added to the store as each finishes."""
+    else (with ``train``) trained ``lanes`` at a time (the first seeds' cells first, so a stopped
+    campaign has whole seeds) and added to the store as each finishes."""
     cells = json.loads(store.read_text()) if store.is_file() else {}
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     todo = []
@@ -96,7 +97,7 @@ def run_campaign(
                 slot = results.setdefault(str(fraction), {}).setdefault(arm.name, {})
                 if key in cells:
                     slot[seed] = cells[key]
-                else:
+                elif train:
                     folder = root / arm.name / f"f{fraction}" / f"seed{seed}" / digest
                     todo.append((key, slot, seed, arm, config, folder))
     context = multiprocessing.get_context("spawn")

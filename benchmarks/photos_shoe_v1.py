@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--edge-epochs", type=int, default=2)
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument(
+        "--report-only", action="store_true", help="summarise the finished runs, train nothing"
+    )
+    parser.add_argument(
         "--out", type=Path, default=cache_dir() / "benchmarks" / NAME, help="run folders"
     )
     args = parser.parse_args()
@@ -109,7 +112,9 @@ def main() -> None:
 
     chosen = arms(args.edge_epochs)
     store = RESULTS_DIR / f"{NAME}_cells.json"
-    results = run_campaign(chosen, args.fractions, args.seeds, args.out, store, args.lanes)
+    results = run_campaign(
+        chosen, args.fractions, args.seeds, args.out, store, args.lanes, not args.report_only
+    )
     summary = summarise(results, chosen)
     gains = {
         fraction: {"recipe": "edges", "vs": "control"}

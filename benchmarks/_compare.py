@@ -43,10 +43,11 @@ class Arm:
 
 
 def _settings(arm: Arm, fraction: float, seed: int) -> tuple[Any, str]:
-    """The cell's settings and a digest of them (without where and how it runs)."""
+    """The cell's settings and a digest of them (without where and on what it runs)."""
     config = arm.build(fraction, seed)
     settings = config_to_dict(config)
-    settings.pop("run")
+    for key in ("out", "device", "threads"):
+        settings["run"].pop(key)
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return config, digest
 

@@ -249,7 +249,7 @@ WRONG_INPUT = [  # (arguments, what the message must say)
     ([*TRAIN, "--set", "nope=1"], "nope"),
     ([*TRAIN, "--config", "{nowhere}"], "{nowhere}"),
     ([*TRAIN, "--device", "banana"], "banana"),
-    ([*TRAIN, "--unlabelled", "{gallery}"], "--method semi"),
+    ([*TRAIN, "--unlabelled", "{gallery}"], "--unlabelled"),
     (["train", "--data", "{data}", "--out", "{file}"], "--out {file}: not a folder"),
     (["train-generator", "--data", "{data}", "--out", "{file}"], "--out {file}: not a folder"),
     (["train", "--data", "{nowhere}", "--out", "{out}"], "{nowhere}"),

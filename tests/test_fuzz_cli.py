@@ -142,7 +142,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train-data-empty", ["train", "--data", "{bad}/empty", "--out", "{out}"], "empty"),
     ("train-data-photos", ["train", "--data", "{bad}/photos-only", "--out", "{out}"], "sketch"),
     ("train-out-file", ["train", "--data", "{data}", "--out", "{bad}/a-file"], "a-file"),
-    ("train-unlabelled-alone", [*TRAIN, "--unlabelled", "{gallery}"], "--method semi"),
+    ("train-unlabelled-alone", [*TRAIN, "--unlabelled", "{gallery}"], "--unlabelled"),
     # semi
     ("semi-no-unlabelled", SEMI, "unlabelled"),
     ("semi-unlabelled-missing", [*SEMI, "--unlabelled", "{bad}/nowhere"], "nowhere"),

@@ -182,7 +182,7 @@ def test_cli_semi_run_with_a_labelled_fraction(
     info = json.loads((out / "config.json").read_text())["data_info"]
     assert info["unlabelled_photos"] > 8  # the pool's 8 and the unsketched training photos
     assert main([*args[:-4], "--out", str(tmp_path / "supervised")]) == 2
-    assert "--unlabelled needs --method semi" in capsys.readouterr().err
+    assert "--unlabelled needs a part that learns from unlabelled photos" in capsys.readouterr().err
 
 
 def test_resumed_run_matches_an_uninterrupted_one(

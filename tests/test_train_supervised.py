@@ -205,6 +205,9 @@ def test_photo_side_losses_train_on_unlabelled_photos(tiny_data, tmp_path) -> No
         assert all(math.isfinite(r[key]) for r in train_records), key
     assert train_records[0]["loss"] > train_records[0]["triplet"]  # the photo terms add up
     assert result["skipped_steps"] == 0 and result["test"]["n_queries"] == 10
+    card = (tmp_path / "README.md").read_text()
+    assert "6 unlabelled photos through neighbourhood preservation (weight 1.0)" in card
+    assert "intra-modal triplets (weight 0.5)" in card
 
 
 def test_photo_side_losses_need_unlabelled_photos(tiny_data, tmp_path) -> None:

@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--unlabelled", action="append", metavar="PHOTO_DIR",
-        help="a folder of unlabelled photos for --method semi (repeatable; default: only the "
-        "training photos whose sketches --labelled-fraction leaves out)",
+        help="a folder of unlabelled photos, for --method semi or the photo-side parts "
+        "(edges.*, photo.*; repeatable; default: only the training photos whose sketches "
+        "--labelled-fraction leaves out)",
     )  # fmt: skip
     add_training_arguments(p, epochs=RunOptions().epochs)
     p.set_defaults(func=_train)
@@ -77,19 +78,21 @@ def print_summary(result: dict[str, Any], out: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    values = training_values(args)
+    values = training_values(args) | {"data.unlabelled": args.unlabelled}
     if args.method == "semi":
         from fgsbir.train.semi import SemiConfig, train_semi
 
-        values["data.unlabelled"] = args.unlabelled
         config = load_config(SemiConfig, args.config, args.set, **values)
         run = train_semi
-    elif args.unlabelled:
-        raise FgsbirError("--unlabelled needs --method semi")
     else:
         from fgsbir.train.supervised import TrainConfig, train
 
         config = load_config(TrainConfig, args.config, args.set, **values)
+        if args.unlabelled and not config.uses_unlabelled:
+            raise FgsbirError(
+                "--unlabelled needs a part that learns from unlabelled photos: --method semi, "
+                "or --set edges.epochs=N / edges.per_batch=N / photo.neighbourhood=W ..."
+            )
         run = train
     begin_training(config.run)
     result = run(config)

@@ -75,6 +75,11 @@ class TrainConfig:
     select_metric: Literal["acc@1", "acc@5", "acc@10", "mrr"] = "mrr"  # picks the best epoch
     grid_queries: Count = 8  # rows of the final retrieval-grid picture
 
+    @property
+    def uses_unlabelled(self) -> bool:
+        """Whether a part of this recipe learns from unlabelled photos."""
+        return bool(self.edges.epochs or self.edges.per_batch or self.photo.on)
+
 
 def demo_config(out: str | Path) -> TrainConfig:
     """A small model on the built-in synthetic data set: a few minutes on two CPU cores."""
@@ -103,6 +108,23 @@ def data_info(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+def unlabelled_parts(config: dict[str, Any]) -> str:
+    """Which parts of a run (its ``config.json``) learned from unlabelled photos, in words."""
+    edges, photo = config.get("edges", {}), config.get("photo", {})
+    parts = []
+    if edges.get("epochs") or edges.get("per_batch"):
+        parts.append(
+            f"edge pseudo-pairs ({edges['epochs']} leading epochs, {edges['per_batch']} per batch)"
+        )
+    weights = {"neighbourhood": "neighbourhood preservation", "distill": "relation distillation",
+               "intra": "intra-modal triplets"}  # fmt: skip
+    parts += [f"{name} (weight {photo[key]})" for key, name in weights.items() if photo.get(key)]
+    if parts:
+        count = config["data_info"]["unlabelled_photos"]
+        return f"{count} unlabelled photos through " + ", ".join(parts)
+    return "not used"
+
+
 def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short README.md for a retrieval run folder."""
     arch, prep, data = config["model"], config["prep"], config["data"]
@@ -121,6 +143,8 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         "normalisation. Features: "
         + (f"feature level {level} of the backbone" if level is not None else "the last map")
         + f", average-pooled to a {arch['pool_grid']}x{arch['pool_grid']} grid.",
+        "",
+        f"Photos without sketches: {unlabelled_parts(config)}.",
         "",
         f"Best epoch on the validation split: {metrics.get('best_epoch')}"
         f" of {metrics.get('epochs_trained')}.",

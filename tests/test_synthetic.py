@@ -14,7 +14,6 @@ from PIL import Image
 from scipy.ndimage import binary_dilation
 from scipy.spatial import cKDTree
 
-from fgsbir.data import synthetic
 from fgsbir.data.synthetic import PICKLE_NAME, ensure_synthetic
 from fgsbir.errors import DataError
 
@@ -126,20 +125,20 @@ def test_sketches_vary_yet_are_closer_to_their_own_shoe(small: Path) -> None:
 
 
 def test_an_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_render = synthetic._render_photo
+    real_save = Image.Image.save
     calls = []
 
-    def failing_render(*args: object, **kwargs: object) -> object:
+    def failing_save(*args: object, **kwargs: object) -> object:
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 3:  # Ctrl+C while the third photo is written
             raise KeyboardInterrupt
-        return real_render(*args, **kwargs)
+        return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_render_photo", failing_render)
+    monkeypatch.setattr(Image.Image, "save", failing_save)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(tmp_path / "data", n_photos=5)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(synthetic, "_render_photo", real_render)
+    monkeypatch.setattr(Image.Image, "save", real_save)
     root = ensure_synthetic(tmp_path / "data", n_photos=5, sketches_per_photo=1)
     assert len(list((root / "photo").iterdir())) == 5
 

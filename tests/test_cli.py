@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli, sets, trained_places
 from search_helpers import bar_sketch, make_bar_gallery, make_tiny_run
 
 from fgsbir.cli import main
 from fgsbir.cli.train import print_summary
-from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.errors import FgsbirError
 from fgsbir.index import GalleryIndex
 from fgsbir.inference import generate
@@ -29,23 +29,6 @@ TINY_RETRIEVAL = [
     "model.backbone=mobilenetv3_small_050", "model.pretrained=false", "model.feature_level=null",
     "model.pool_grid=1", "model.embedding_dim=16", "prep.image_size=48", "batch_size=4",
 ]  # fmt: skip
-TINY_GENERATOR = [
-    "model.image_size=64", "model.hidden=16", "model.z_dim=4", "model.feature_dim=8",
-    "model.attention_dim=8", "model.components=2", "model.max_points=16", "pretrained=false",
-    "grid_rows=1",
-]  # fmt: skip
-
-
-def _sets(settings: list[str]) -> list[str]:
-    return [arg for setting in settings for arg in ("--set", setting)]
-
-
-def run_cli(args: list[str]) -> int:
-    """The exit code, whether :func:`main` returns it or argparse exits with it."""
-    try:
-        return main(args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
 
 
 def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -60,24 +43,15 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny data set, a retrieval run, a generator run, a gallery with its index, a folder of
     photos only and a plain file."""
     root = tmp_path_factory.mktemp("cli")
-    data = ensure_synthetic(root / "data", n_photos=12, sketches_per_photo=1, test_fraction=0.25)
-    run = make_tiny_run(root / "run")
-    gallery = root / "gallery"
-    make_bar_gallery(gallery)
-    index = root / "index"
-    assert main(["index", str(run), str(gallery), "--out", str(index)]) == 0
-    gen = root / "gen"
-    args = ["train-generator", "--data", str(data), "--out", str(gen), "--epochs", "1"]
-    assert main([*args, "--threads", "1", *_sets(TINY_GENERATOR)]) == 0
+    trained = trained_places(root)
     photos_only = root / "photos-only"
     make_bar_gallery(photos_only, ["h-top", "square"])
     sketch = root / "sketch.svg"
     write_svg(bar_sketch("square"), sketch)
     (root / "a-file").write_text("x")
     (root / "empty").mkdir()
-    return {
-        "data": data, "run": run, "gen": gen, "gallery": gallery, "index": index,
-        "photos": photos_only, "sketch": sketch, "photo": gallery / "square.jpg",
+    return trained | {
+        "photos": photos_only, "sketch": sketch, "photo": trained["gallery"] / "square.jpg",
         "file": root / "a-file", "nowhere": root / "nowhere", "empty": root / "empty",
     }  # fmt: skip
 
@@ -308,7 +282,7 @@ def test_a_resumed_run_says_where_it_resumes(
     places: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
     args = ["train", "--data", str(places["data"]), "--out", str(tmp_path / "run")]
-    args += ["--threads", "1", *_sets(TINY_RETRIEVAL)]
+    args += ["--threads", "1", *sets(TINY_RETRIEVAL)]
     assert main([*args, "--epochs", "1"]) == 0
     assert "resuming" not in capsys.readouterr().out
     assert main([*args, "--epochs", "2"]) == 0

@@ -17,27 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from search_helpers import make_bar_gallery, make_tiny_run
-
-from fgsbir.cli import main
-from fgsbir.data.synthetic import ensure_synthetic
-
-TINY_GENERATOR = [
-    "--set",
-    "model.image_size=64",
-    "--set",
-    "model.hidden=16",
-    "--set",
-    "model.z_dim=4",
-    "--set",
-    "model.feature_dim=8",
-    "--set",
-    "model.attention_dim=8",
-    "--set",
-    "model.components=2",
-    "--set",
-    "model.max_points=16",
-]
+from cli_helpers import run_cli, trained_places
+from search_helpers import make_bar_gallery
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
@@ -61,15 +42,8 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fuzz")
     bad = root / "bad"
     bad.mkdir()
-    data = ensure_synthetic(root / "data", n_photos=12, sketches_per_photo=1, test_fraction=0.25)
-    run = make_tiny_run(root / "run")
-    gallery = root / "gallery"
-    make_bar_gallery(gallery)
-    index = root / "index"
-    assert main(["index", str(run), str(gallery), "--out", str(index)]) == 0
-    gen = root / "gen"
-    args = ["train-generator", "--data", str(data), "--out", str(gen), "--epochs", "1"]
-    assert main([*args, *TINY_GENERATOR, "--set", "data.val_fraction=0.3"]) == 0
+    trained = trained_places(root)
+    run, gallery = trained["run"], trained["gallery"]
 
     (bad / "empty").mkdir()
     photos_only = bad / "photos-only"
@@ -95,7 +69,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     half_run = bad / "half-run"
     half_run.mkdir()
     (half_run / "config.json").write_text((run / "config.json").read_text())
-    return {"data": data, "run": run, "gen": gen, "index": index, "gallery": gallery, "bad": bad}
+    return trained | {"bad": bad}
 
 
 @pytest.fixture(scope="module")
@@ -257,14 +231,6 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo-port-busy", ["demo", "--port", "{busy}", "--out", "{out}"], "{busy}"),
 ]
 # fmt: on
-
-
-def run_cli(args: list[str]) -> int:
-    """The CLI's exit code, whether it returns it or argparse exits with it."""
-    try:
-        return main(args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
 
 
 def fill(text: str, places: dict[str, Path], out: Path, busy: int) -> str:

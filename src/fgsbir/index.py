@@ -73,6 +73,23 @@ def _ivf_lists(count: int) -> int:
     return int(max(1, min(4 * np.sqrt(count), count // 39)))
 
 
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of the index folder ``directory`` (what the index is, not its embeddings)."""
+    manifest_path = directory / MANIFEST_FILE
+    if not directory.is_dir():
+        problem = "not a folder" if directory.exists() else "no such folder"
+        raise GalleryIndexError(f"{directory}: {problem} (an index folder is needed)")
+    if not manifest_path.is_file():
+        raise GalleryIndexError(f"{directory}: not an index folder (no {MANIFEST_FILE})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported format {manifest.get('format')!r}")
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise GalleryIndexError(f"{directory}: damaged index folder ({err})") from err
+    return manifest
+
+
 class GalleryIndex:
     """Photo embeddings with their paths, the model that made them, and a search structure.
 
@@ -234,16 +251,8 @@ class GalleryIndex:
     def load(cls, directory: str | Path) -> GalleryIndex:
         """Open an index folder written by :meth:`save`."""
         directory = Path(directory)
-        manifest_path = directory / MANIFEST_FILE
-        if not directory.is_dir():
-            problem = "not a folder" if directory.exists() else "no such folder"
-            raise GalleryIndexError(f"{directory}: {problem} (an index folder is needed)")
-        if not manifest_path.is_file():
-            raise GalleryIndexError(f"{directory}: not an index folder (no {MANIFEST_FILE})")
+        manifest = read_manifest(directory)
         try:
-            manifest = json.loads(manifest_path.read_text())
-            if manifest.get("format") != FORMAT_VERSION:
-                raise ValueError(f"unsupported format {manifest.get('format')!r}")
             index = cls(
                 manifest["dim"],
                 manifest["model"],

@@ -121,10 +121,10 @@ def load_gallery_model(
 ) -> Embedder:
     """The model that embeds queries of the index in ``index_dir``: that of ``run_dir`` if given,
     else that of the run folder the index was built with."""
-    from fgsbir.index import GalleryIndex, GalleryIndexError
+    from fgsbir.index import GalleryIndexError, read_manifest
 
     if run_dir is None:
-        run_dir = GalleryIndex.load(index_dir).run_dir
+        run_dir = read_manifest(Path(index_dir)).get("run_dir")
         if run_dir is None:
             raise GalleryIndexError(
                 f"{index_dir}: the index does not record the run folder of its model; name one"

@@ -11,6 +11,7 @@ from skimage import data as skdata
 from fgsbir.data.transforms import Preprocessing, photos_to_tensor
 from fgsbir.errors import DataError
 from fgsbir.models.backbones import (
+    SHIPPED_BACKBONES,
     BackboneError,
     create_backbone,
     feature_dim,
@@ -41,14 +42,17 @@ def test_every_shipped_tensor_is_loaded_in_order(shipped, lite0) -> None:
         assert torch.equal(mine, theirs)
 
 
-def test_shipped_weights_recognise_a_natural_photo(shipped, lite0) -> None:
+@pytest.mark.parametrize("name", SHIPPED_BACKBONES)
+def test_shipped_weights_recognise_a_natural_photo(name) -> None:
     """Features + the shipped ImageNet classifier call the cat photo a cat; random init cannot."""
+    shipped = torch.load(shipped_weights_path(name), map_location="cpu", weights_only=True)
+    backbone = create_backbone(name, pretrained=True).eval()
     cat = Image.fromarray(skdata.chelsea())
     x = photos_to_tensor([cat], Preprocessing(image_size=224, photo_input="rgb"))
     classifier = (shipped["_fc.weight"], shipped["_fc.bias"])
-    random_init = create_backbone("efficientnet_lite0", pretrained=False).eval()
+    random_init = create_backbone(name, pretrained=False).eval()
     with torch.no_grad():
-        features = lite0(x)
+        features = backbone(x)
         probs = torch.softmax(features @ classifier[0].T + classifier[1], dim=1)[0]
         random_features = random_init(x)
     assert int(probs.argmax()) in TABBY_CATS

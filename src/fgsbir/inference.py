@@ -33,7 +33,13 @@ from fgsbir.errors import DataError, FgsbirError
 from fgsbir.losses.sequence import stroke_nll
 from fgsbir.models.discriminator import PairDiscriminator
 from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
-from fgsbir.models.generator import GeneratorArch, PhotoToSketch, SampleResult, samples_to_sketches
+from fgsbir.models.generator import (
+    PhotoToSketch,
+    SampleResult,
+    create_generator,
+    generator_arch,
+    samples_to_sketches,
+)
 from fgsbir.runs import load_model_state, load_run_config
 from fgsbir.sketch.io import write_png, write_stroke_json, write_svg
 from fgsbir.sketch.strokes import Sketch
@@ -211,7 +217,8 @@ class TrainedGenerator:
 def load_generator(run_dir: str | Path, device: str | None = None) -> TrainedGenerator:
     """The generator of a generator run folder (or of a semi run's ``generator/`` folder)."""
     config = load_run_config(run_dir, "generator")
-    model = PhotoToSketch(config_from_dict(GeneratorArch, config["model"]), pretrained=False)
+    canvas_units = float(config["canvas"]) / float(config["scale"])
+    model = create_generator(generator_arch(config["model"]), canvas_units, pretrained=False)
     model.load_state_dict(load_model_state(run_dir))
     chosen = select_device(device)
     return TrainedGenerator(model.to(chosen), config, chosen)

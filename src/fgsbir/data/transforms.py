@@ -58,6 +58,13 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+def denormalise(images: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, S, S)`` images in [0, 1] back from :func:`normalise`' output."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images * std + mean).clamp(0.0, 1.0)
+
+
 def photo_pixels(photo: Image.Image, size: int) -> torch.Tensor:
     """``(3, size, size)`` uint8: the photo padded to a white square and resized."""
     square = ImageOps.pad(photo.convert("RGB"), (size, size), Image.Resampling.BICUBIC, "white")

@@ -1,5 +1,11 @@
 """The photo-to-sketch generator: a CNN looks at a photo, an attentive LSTM draws it in stroke-5.
 
+Two decoders share this module's encoder, sampler and training pass (:func:`create_generator`
+builds the one ``GeneratorArch.decoder`` names): ``"attentive"`` (this module's
+:class:`PhotoToSketch`, described below) and ``"edge_pointer"``
+(:class:`~fgsbir.models.edge_pointer.EdgePointerSketcher`, which also anchors every step on the
+photo's traced edge points).
+
 Encoder: an ImageNet-initialised timm backbone gives a spatial feature map; a 1x1 convolution
 projects it to ``feature_dim`` channels (the attention's values), and its max-pooled raw features
 give the mean and log-variance of a Gaussian latent ``z``. Decoder: an LSTM cell whose initial
@@ -9,14 +15,17 @@ point]``, and a linear head predicts a :class:`~fgsbir.losses.sequence.StrokeMix
 training, ``dropout`` is recurrent dropout as in sketch-rnn (Semeniuta et al. 2016): it drops
 units of the cell's candidate update, never the memory itself.
 
-Offsets are in units of a data-set-wide scale factor (see :func:`samples_to_sketches`).
+Offsets are in units of a data-set-wide scale factor (see :func:`samples_to_sketches`); the
+decoder also keeps the pen's position, the sum of the offsets so far, from the canvas origin.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -24,7 +33,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from fgsbir.config import Count
+from fgsbir.config import Count, config_from_dict
 from fgsbir.data.transforms import Preprocessing
 from fgsbir.losses.sequence import (
     PEN_END,
@@ -43,6 +52,10 @@ START_TOKEN = (0.0, 0.0, 1.0, 0.0, 0.0)
 class GeneratorArch:
     """Architecture of :class:`PhotoToSketch` (stored in the run's ``config.json``)."""
 
+    decoder: Literal["attentive", "edge_pointer"] = "edge_pointer"
+    """How the decoder draws: attending over the feature map only, or also pointing at the
+    photo's traced edge points and drawing relative to them (see :func:`create_generator`).
+    Runs saved before this choice existed are attentive (see :func:`generator_arch`)."""
     backbone: str = DEFAULT_BACKBONE
     image_size: Annotated[int, Field(ge=16)] = 224  # a 7 x 7 feature map for EfficientNet-Lite0
     feature_dim: Count = 128  # attended feature channels (a 1x1 projection of the backbone's)
@@ -55,6 +68,9 @@ class GeneratorArch:
     Shoe-V1 it lowered the validation NLL (2.74 -> 2.73 and 2.60 -> 2.53 on two seeds' splits)."""
     max_points: Count = 80
     """Longest sketch the decoder draws by default (training data is limited to it too)."""
+    edge_points: Count = 160
+    """Traced edge points of a photo the ``edge_pointer`` decoder can point at (longer tracings
+    lose their shortest strokes first)."""
     photo_input: Literal["rgb", "sobel"] = "sobel"
     """What the encoder sees of a photo: its colours, or its edge map drawn like a sketch (see
     :class:`~fgsbir.data.transforms.Preprocessing`), which lets a decoder pre-trained to trace
@@ -78,13 +94,30 @@ class Encoding:
 
     def rows(self, rows: slice) -> Encoding:
         """The encoding of some photos of the batch."""
-        return Encoding(self.values[rows], self.keys[rows], self.mu[rows], self.log_var[rows])
+        fields = dataclasses.fields(self)
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields})
+
+    def stretched(self, factors: torch.Tensor) -> Encoding:
+        """The encoding of the photos stretched about the canvas origin by ``factors (B, 1, 2)``
+        (x, y), as training's scale jitter stretches the target sketches; the feature map is
+        left as it is."""
+        return self
 
     def latent(self, noise_scale: float = 1.0) -> torch.Tensor:
         """Reparameterised ``z = mu + noise_scale * sigma * eps`` (``noise_scale = 0``: ``mu``)."""
         if noise_scale == 0:
             return self.mu
         return self.mu + noise_scale * torch.exp(0.5 * self.log_var) * torch.randn_like(self.mu)
+
+
+@dataclass
+class DecoderState:
+    """The decoder between steps: the LSTM's state and the pen position (offset units, from the
+    canvas origin) after the points read so far."""
+
+    h: torch.Tensor  # (B, hidden)
+    c: torch.Tensor  # (B, hidden)
+    position: torch.Tensor  # (B, 2)
 
 
 @dataclass
@@ -105,13 +138,23 @@ class SampleResult:
 
 
 class PhotoToSketch(nn.Module):
-    """Photo encoder + attentive LSTM decoder with a mixture-density head (see the module doc)."""
+    """Photo encoder + attentive LSTM decoder with a mixture-density head (see the module doc).
 
-    def __init__(self, arch: GeneratorArch | None = None, pretrained: bool = True) -> None:
+    Subclasses change what a step reads and how it places the mixture (:meth:`_step`); encoding,
+    teacher-forced decoding and sampling are shared."""
+
+    decoder: ClassVar[str] = "attentive"
+
+    def __init__(self, arch: GeneratorArch, pretrained: bool | str = True) -> None:
         super().__init__()
-        self.arch = arch = arch or GeneratorArch()
+        if arch.decoder != self.decoder:
+            raise ValueError(
+                f"{type(self).__name__} is the {self.decoder!r} decoder, not {arch.decoder!r}; "
+                "build generators with create_generator"
+            )
+        self.arch = arch
         self.backbone = create_backbone(arch.backbone, pretrained=pretrained)
-        channels = feature_dim(self.backbone)
+        self.channels = channels = feature_dim(self.backbone)
         self.project = nn.Conv2d(channels, arch.feature_dim, kernel_size=1)
         self.to_latent = nn.Linear(channels, 2 * arch.z_dim)
         self.attention_keys = nn.Conv2d(
@@ -120,12 +163,19 @@ class PhotoToSketch(nn.Module):
         self.attention_query = nn.Linear(arch.hidden, arch.attention_dim)
         self.attention_score = nn.Linear(arch.attention_dim, 1)
         self.initial_state = nn.Linear(arch.z_dim, 2 * arch.hidden)
-        self.cell = nn.LSTMCell(arch.feature_dim + 5, arch.hidden)
+        self.cell = nn.LSTMCell(self._cell_inputs(arch), arch.hidden)
         self.recurrent_dropout = nn.Dropout(arch.dropout)
         self.head = nn.Linear(arch.hidden, raw_output_size(arch.components))
 
+    @classmethod
+    def _cell_inputs(cls, arch: GeneratorArch) -> int:
+        """Width of what the LSTM cell reads at a step: the map context and the previous point."""
+        return arch.feature_dim + 5
+
     def feature_map(self, photos: torch.Tensor) -> torch.Tensor:
-        """Spatial backbone features ``(B, C, h, w)`` of normalised ``(B, 3, H, W)`` images."""
+        """What the decoder needs of normalised ``(B, 3, H, W)`` images that does not learn when
+        the backbone is frozen (so training caches it): here the spatial backbone features
+        ``(B, C, h, w)``."""
         return self.backbone.forward_features(photos)
 
     def encode_map(self, feature_map: torch.Tensor) -> Encoding:
@@ -143,24 +193,28 @@ class PhotoToSketch(nn.Module):
     def encode(self, photos: torch.Tensor) -> Encoding:
         return self.encode_map(self.feature_map(photos))
 
-    def _initial(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _initial(self, z: torch.Tensor) -> DecoderState:
         h, c = torch.tanh(self.initial_state(z)).chunk(2, dim=-1)
-        return h.contiguous(), c.contiguous()
+        return DecoderState(h.contiguous(), c.contiguous(), z.new_zeros(len(z), 2))
 
-    def _step(
-        self,
-        encoding: Encoding,
-        state: tuple[torch.Tensor, torch.Tensor],
-        previous: torch.Tensor,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One decoder step: attend from ``h``, advance the cell, return raw head output."""
-        h, _ = state
+    def _map_context(self, encoding: Encoding, h: torch.Tensor) -> torch.Tensor:
+        """Additive attention from ``h`` over the feature map's cells: ``(B, feature_dim)``."""
         query = self.attention_query(h).unsqueeze(1)  # (B, 1, A)
         scores = self.attention_score(torch.tanh(encoding.keys + query)).squeeze(-1)  # (B, cells)
         weights = F.softmax(scores, dim=-1)
-        context = torch.bmm(weights.unsqueeze(1), encoding.values).squeeze(1)
-        h, c = self._advance(torch.cat([context, previous], dim=-1), state)
-        return self.head(h), (h, c)
+        return torch.bmm(weights.unsqueeze(1), encoding.values).squeeze(1)
+
+    def _mixture(self, h: torch.Tensor) -> StrokeMixture:
+        return StrokeMixture.from_raw(self.head(h), self.arch.components)
+
+    def _step(
+        self, encoding: Encoding, state: DecoderState, previous: torch.Tensor
+    ) -> tuple[StrokeMixture, DecoderState]:
+        """One decoder step after reading the stroke-5 point ``previous (B, 5)``: attend from
+        ``h``, advance the cell, and give the distribution of the next point."""
+        context = self._map_context(encoding, state.h)
+        h, c = self._advance(torch.cat([context, previous], dim=-1), (state.h, state.c))
+        return self._mixture(h), DecoderState(h, c, state.position + previous[:, :2])
 
     def _advance(
         self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
@@ -182,11 +236,11 @@ class PhotoToSketch(nn.Module):
         start = targets.new_tensor(START_TOKEN).expand(len(targets), 1, 5)
         inputs = torch.cat([start, targets[:, :-1]], dim=1)
         state = self._initial(z)
-        outputs = []
+        steps = []
         for t in range(targets.shape[1]):
-            raw, state = self._step(encoding, state, inputs[:, t])
-            outputs.append(raw)
-        return StrokeMixture.from_raw(torch.stack(outputs, dim=1), self.arch.components)
+            mixture, state = self._step(encoding, state, inputs[:, t])
+            steps.append(mixture)
+        return _stacked(steps)
 
     def forward(
         self, encoding: Encoding, targets: torch.Tensor
@@ -221,8 +275,7 @@ class PhotoToSketch(nn.Module):
         log_prob = encoding.mu.new_zeros(batch)
         active = torch.ones(batch, dtype=torch.bool, device=device)
         for t in range(max_len):
-            raw, state = self._step(encoding, state, previous)
-            mixture = StrokeMixture.from_raw(raw, self.arch.components)
+            mixture, state = self._step(encoding, state, previous)
             if temperature > 0:
                 mixture = mixture.tempered(temperature)
                 offsets, pen = mixture.sample()
@@ -238,6 +291,34 @@ class PhotoToSketch(nn.Module):
             if not active.any():
                 break
         return SampleResult(strokes5=strokes5, lengths=lengths, log_prob=log_prob)
+
+
+def _stacked(steps: Sequence[StrokeMixture]) -> StrokeMixture:
+    """The ``(B, T)`` distributions of ``T`` steps' ``(B,)`` ones."""
+    fields = dataclasses.fields(StrokeMixture)
+    return StrokeMixture(
+        **{f.name: torch.stack([getattr(m, f.name) for m in steps], dim=1) for f in fields}
+    )
+
+
+def generator_arch(values: Mapping[str, Any]) -> GeneratorArch:
+    """The architecture a run's ``config.json`` records (``config["model"]``); runs saved before
+    ``decoder`` existed hold the attentive decoder."""
+    return config_from_dict(GeneratorArch, {"decoder": "attentive", **values})
+
+
+def create_generator(
+    arch: GeneratorArch, canvas_units: float, pretrained: bool | str = True
+) -> PhotoToSketch:
+    """The generator ``arch.decoder`` names. ``canvas_units`` is the side of the drawing canvas
+    in offset units (the canvas divided by the data set's scale factor), where the edge-pointer
+    decoder places the photo's edge points; ``pretrained``: the backbone's weights (see
+    :func:`~fgsbir.models.backbones.create_backbone`)."""
+    from fgsbir.models.edge_pointer import EdgePointerSketcher  # it builds on this module
+
+    if arch.decoder == "edge_pointer":
+        return EdgePointerSketcher(arch, canvas_units, pretrained)
+    return PhotoToSketch(arch, pretrained)
 
 
 def samples_to_sketches(result: SampleResult, scale: float, canvas: float) -> list[Sketch]:

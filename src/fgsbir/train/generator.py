@@ -1,12 +1,14 @@
 """Training the photo-to-sketch generator on photo-sketch pairs (a task of the training loop).
 
 The backbone is frozen by default, so the feature maps of every training image (and of its mirror
-image, for flip augmentation) are computed once (:mod:`fgsbir.data.sequences`); the projection,
-attention, latent and decoder learn on top. With ``pretrain_data`` the run starts with
-``pretrain_epochs`` epochs on that data -- its photo-sketch pairs; for sketch-only data (a QMUL
-stroke pickle without photos, a sketch-rnn ``.npz``) the rendered sketch as the image input; for
-a folder of photos only, the photos with their traced edge maps as sketches
-(:mod:`fgsbir.data.edge_sketches`) -- before the ``run.epochs`` on the pairs of ``data``.
+image, for flip augmentation) are computed once (:mod:`fgsbir.data.sequences`), with the traced
+edge points the edge-pointer decoder needs (``model.decoder``, see
+:func:`~fgsbir.models.generator.create_generator`); the projection, attention, latent and decoder
+learn on top. With ``pretrain_data`` the run starts with ``pretrain_epochs`` epochs on that data
+-- its photo-sketch pairs; for sketch-only data (a QMUL stroke pickle without photos, a sketch-rnn
+``.npz``) the rendered sketch as the image input; for a folder of photos only, the photos with
+their traced edge maps as sketches (:mod:`fgsbir.data.edge_sketches`) -- before the
+``run.epochs`` on the pairs of ``data``.
 
 Each epoch is scored by the per-point NLL of the validation sketches (``z`` = the posterior mean).
 Drawing with a trained generator is :mod:`fgsbir.inference`'s job.
@@ -44,7 +46,7 @@ from fgsbir.data.sequences import (
 from fgsbir.errors import FgsbirError
 from fgsbir.inference import TrainedGenerator, sequence_nll, write_generated_grid
 from fgsbir.losses.sequence import kl_loss, kl_weight, point_nll
-from fgsbir.models.generator import GeneratorArch, PhotoToSketch
+from fgsbir.models.generator import GeneratorArch, PhotoToSketch, create_generator
 from fgsbir.runs import Stateful
 from fgsbir.sketch.io import read_sketchrnn_npz
 from fgsbir.sketch.strokes import scale_factor
@@ -83,6 +85,12 @@ class GeneratorConfig:
 def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short README.md for a generator run folder."""
     arch = config["model"]
+    pointers = (
+        f" and pointers to up to {arch['edge_points']} traced edge points of the photo, offsets "
+        "drawn relative to the points they point at"
+        if arch["decoder"] == "edge_pointer"
+        else ""
+    )
     pretraining = (
         f" after {config['pretrain_epochs']} epochs on `{config['pretrain_data']}` "
         f"({config['data_info']['pretrain_input']})"
@@ -95,7 +103,8 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"`{arch['backbone']}` photo encoder ({arch['image_size']} px, "
         f"{'fine-tuned' if config['finetune_backbone'] else 'frozen'}), {arch['z_dim']}-d "
         f"Gaussian latent, LSTM decoder ({arch['hidden']} units) with additive attention over "
-        f"the feature map and a {arch['components']}-component mixture-density head; draws "
+        f"the feature map{pointers}, and a {arch['components']}-component mixture-density "
+        "head; draws "
         f"stroke-5 sketches of up to {arch['max_points']} points.",
         "",
         f"Trained on `{config['data']['path']}`{pretraining}. Sketches on a {CANVAS:g} canvas, "
@@ -167,7 +176,7 @@ class GeneratorTask(Task):
         pretrain_sketches = prepared_sketches([r.sketch for r in pretrain_records], *limit)
         self.scale = scale_factor([s.to_stroke3() for s in train_sketches + pretrain_sketches])
 
-        self.model = PhotoToSketch(arch, pretrained=config.pretrained).to(device)
+        self.model = create_generator(arch, CANVAS / self.scale, config.pretrained).to(device)
         if not config.finetune_backbone:
             self.model.backbone.requires_grad_(False)
         encode = ImageEncoder(self.model, not config.finetune_backbone, device)
@@ -236,12 +245,14 @@ class GeneratorTask(Task):
         index = torch.tensor(indices)
         variant = torch.randint(data.strokes5.shape[0], index.shape)
         images, targets, lengths = (t.to(device) for t in data.batch(index, variant))
-        if config.scale_jitter > 0:
-            stretch = 1.0 + config.scale_jitter * (2.0 * torch.rand(len(index), 1, 2) - 1.0)
-            targets = torch.cat([targets[..., :2] * stretch.to(device), targets[..., 2:]], -1)
         encoding = (
             self.model.encode(images) if config.finetune_backbone else self.model.encode_map(images)
         )
+        if config.scale_jitter > 0:  # the photo's edge points (if used) stretch with the sketch
+            stretch = 1.0 + config.scale_jitter * (2.0 * torch.rand(len(index), 1, 2) - 1.0)
+            stretch = stretch.to(device)
+            targets = torch.cat([targets[..., :2] * stretch, targets[..., 2:]], -1)
+            encoding = encoding.stretched(stretch)
         mixture, mu, log_var = self.model(encoding, targets)
         nll = point_nll(mixture, targets, lengths)
         kl = kl_loss(mu, log_var, config.kl_floor)

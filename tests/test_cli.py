@@ -161,6 +161,7 @@ BAD_VALUES = [  # (arguments, the option the message names)
     ([*TRAIN, "--seed", "-1"], "--seed"),
     ([*TRAIN, "--format", "nope"], "--format"),
     ([*TRAIN, "--method", "other"], "--method"),
+    ([*TRAIN, "--parts", "photos"], "--parts"),
     (["index", "{run}", "{gallery}", "--out", "{out}", "--batch-size", "0"], "--batch-size"),
     (["index", "{run}", "{gallery}", "--out", "{out}", "--kind", "flat"], "--kind"),
     (["search", "{index}", "{sketch}", "-k", "0"], "-k"),
@@ -289,6 +290,19 @@ def test_a_resumed_run_says_where_it_resumes(
     printed = capsys.readouterr().out
     assert printed.splitlines()[0] == f"resuming {tmp_path / 'run'} from epoch 1 of 2"
     assert "best epoch" in printed
+
+
+def test_parts_switch_on_by_name_and_set_tunes_them(
+    places: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--parts`` turns on the parts that learn from unlabelled photos; ``--set`` wins."""
+    args = ["train", "--data", str(places["data"]), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    args += ["--labelled-fraction", "0.5", "--parts", "neighbourhood", "edges-mix"]
+    assert main([*args, "--threads", "1", *sets([*TINY_RETRIEVAL, "photo.neighbourhood=0.5"])]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["photo"]["neighbourhood"] == 0.5 and config["photo"]["distill"] == 0.0
+    assert config["edges"] == config["edges"] | {"per_batch": 8, "epochs": 0}
+    assert "neighbourhood preservation (weight 0.5)" in (tmp_path / "run" / "README.md").read_text()
 
 
 def test_best_epoch_0_is_explained(capsys) -> None:

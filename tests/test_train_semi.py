@@ -27,6 +27,7 @@ from fgsbir.runs import load_resume_state, read_metrics
 from fgsbir.train import semi
 from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
 from fgsbir.train.generator import GeneratorConfig
+from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.semi import SemiConfig, SemiTask, train_semi, train_start_runs
 from fgsbir.train.semi_parts import CriticConfig, PolicyConfig
 from fgsbir.train.supervised import TrainConfig
@@ -159,6 +160,25 @@ def test_ablation_switches(semi_run: tuple[Path, dict], data: tuple[str, str], t
         r for r in read_metrics(tmp_path / "ablation" / "metrics.jsonl") if r["split"] == "train"
     ]
     assert train and not any(key in train[0] for key in ("distill", "reward", "gen_nll"))
+
+
+def test_photo_side_losses_join_the_joint_step(
+    semi_run: tuple[Path, dict], data: tuple[str, str], tmp_path: Path
+) -> None:
+    """With ``photo.*`` on, every joint step adds the photo-side losses on its unlabelled photos,
+    and the model card says so."""
+    out, _ = semi_run
+    config = tiny_config(
+        data, tmp_path / "photo", epochs=1,
+        retrieval_run=str(out / "start_retrieval"), generator_run=str(out / "start_generator"),
+        photo=PhotoLosses(neighbourhood=1.0, distill=1.0, intra=1.0),
+    )  # fmt: skip
+    train_semi(config)
+    train = [r for r in read_metrics(tmp_path / "photo" / "metrics.jsonl") if r["split"] == "train"]
+    for key in ("neighbourhood", "photo_distill", "intra", "triplet_generated"):
+        assert train and math.isfinite(train[0][key]) and train[0][key] > 0, key
+    card = (tmp_path / "photo" / "README.md").read_text()
+    assert "neighbourhood preservation (weight 1.0)" in card
 
 
 def test_cli_semi_run_with_a_labelled_fraction(

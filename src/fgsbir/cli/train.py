@@ -10,6 +10,7 @@ from typing import Any
 from fgsbir.cli.common import add_training_arguments, begin_training, training_values
 from fgsbir.config import RunOptions, load_config
 from fgsbir.errors import FgsbirError
+from fgsbir.train import UNLABELLED_PARTS, part_settings
 
 METRIC_KEYS = ("acc@1", "acc@5", "acc@10", "mean_rank", "mrr", "n_queries", "n_gallery")
 
@@ -33,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a folder of unlabelled photos, for --method semi or the photo-side parts "
         "(edges.*, photo.*; repeatable; default: only the training photos whose sketches "
         "--labelled-fraction leaves out)",
+    )  # fmt: skip
+    p.add_argument(
+        "--parts", nargs="+", choices=list(UNLABELLED_PARTS), default=[], metavar="PART",
+        help="parts that learn from the unlabelled photos, by name: "
+        + ", ".join(f"{name} ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+                    for name, settings in UNLABELLED_PARTS.items())
+        + "; --set changes their settings further (default: none)",
     )  # fmt: skip
     add_training_arguments(p, epochs=RunOptions().epochs)
     p.set_defaults(func=_train)
@@ -79,19 +87,20 @@ def print_summary(result: dict[str, Any], out: str) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     values = training_values(args) | {"data.unlabelled": args.unlabelled}
+    overrides = part_settings(args.parts) + args.set
     if args.method == "semi":
         from fgsbir.train.semi import SemiConfig, train_semi
 
-        config = load_config(SemiConfig, args.config, args.set, **values)
+        config = load_config(SemiConfig, args.config, overrides, **values)
         run = train_semi
     else:
         from fgsbir.train.supervised import TrainConfig, train
 
-        config = load_config(TrainConfig, args.config, args.set, **values)
+        config = load_config(TrainConfig, args.config, overrides, **values)
         if args.unlabelled and not config.uses_unlabelled:
             raise FgsbirError(
                 "--unlabelled needs a part that learns from unlabelled photos: --method semi, "
-                "or --set edges.epochs=N / edges.per_batch=N / photo.neighbourhood=W ..."
+                f"or --parts {' / '.join(UNLABELLED_PARTS)}"
             )
         run = train
     begin_training(config.run)

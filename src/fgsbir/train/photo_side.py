@@ -77,10 +77,14 @@ class PhotoSide:
 
     def inputs(self, position: int) -> list[torch.Tensor]:
         """The photos this step adds to the network's batch: the unlabelled photos of batch
-        number ``position`` (augmented), and their shape-augmented copies if ``intra`` is on."""
+        number ``position`` (augmented), with :meth:`copies` of them."""
         indices = self.pool.indices(position, self.config.unlabelled_per_batch)
         self.pool.load(indices)
-        views = self.pool.views(indices, position, self.augment).to(self.ctx.device)
+        return self.copies(self.pool.views(indices, position, self.augment).to(self.ctx.device))
+
+    def copies(self, views: torch.Tensor) -> list[torch.Tensor]:
+        """``views`` of unlabelled photos, and their shape-augmented copies if ``intra`` is on:
+        the ``extra`` inputs of :meth:`loss`."""
         if self.config.intra > 0:
             return [views, torch.stack([self.reshape(view) for view in views])]
         return [views]

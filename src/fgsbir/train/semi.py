@@ -16,6 +16,10 @@ step takes a batch of labelled pairs and a batch of unlabelled photos and
    (from this step's retrieval embeddings) + ``reward_disc_weight`` x discriminator probability,
    minus a running baseline, plus its supervised sequence loss on the labelled pairs.
 
+The photo-side losses of :mod:`fgsbir.train.photo_side` (``photo.*``) and the edge pseudo-pairs
+(``edges.*``) are on offer here too: the former on the step's labelled pairs and unlabelled photos,
+the latter as leading epochs or mixed into the labelled batches.
+
 Every part has a switch (``disc_weighting``, ``distillation``, ``policy_gradient``,
 ``generator_frozen``) for ablations. Sketches are generated afresh at every step (no pool): the
 generator's backbone is frozen during joint training, so each photo's feature map is computed
@@ -61,7 +65,7 @@ from fgsbir.models.generator import Encoding
 from fgsbir.runs import Stateful, load_model_state, load_resume_state, load_run_config
 from fgsbir.train.generator import GeneratorConfig, train_generator
 from fgsbir.train.loop import Progress, fit, optimise, progress_bar
-from fgsbir.train.photo_side import PhotoLosses
+from fgsbir.train.photo_side import PhotoLosses, PhotoSide
 from fgsbir.train.semi_parts import (
     CriticConfig,
     Drawn,
@@ -198,8 +202,8 @@ class SemiTask(RetrievalTask):
         return config_from_dict(Preprocessing, self.start_config["prep"])
 
     def build_photo_side(self) -> None:
-        if self.config.photo.on:
-            raise FgsbirError("photo-side losses (photo.*) are not part of --method semi yet")
+        """None yet: the photo-side losses use the joint step's unlabelled photos, whose pool
+        :meth:`setup` builds after the generator."""
 
     def model_arch(self) -> EmbeddingArch:
         return config_from_dict(EmbeddingArch, self.start_config["model"])
@@ -222,6 +226,9 @@ class SemiTask(RetrievalTask):
         self.pool = UnlabelledPool(
             self.dataset.unlabelled, self.prep, ctx.device, config.data.seed, self.policy.model
         )
+        if config.photo.on:
+            arch = self.model_arch()
+            self.photo_side = PhotoSide(config.photo, arch, self.pool, config.augment, ctx)
         return recorded | {
             "method": "semi",
             "model": self.start_config["model"],
@@ -274,10 +281,12 @@ class SemiTask(RetrievalTask):
 
         # retrieval: real pairs + discriminator-weighted generated pairs + distillation
         n, u = len(batch.labels), len(batch.unlabelled)
-        embeddings = self.model(
-            torch.cat([batch.sketches, batch.photos, drawn.tensors, batch.unlabelled])
+        extra = self.photo_side.copies(batch.unlabelled) if self.photo_side else [batch.unlabelled]
+        embeddings = self.model(torch.cat([batch.sketches, batch.photos, drawn.tensors, *extra]))
+        real_sk, real_ph, gen_sk, *extra_emb = embeddings.split(
+            [n, n, len(drawn.tensors), *map(len, extra)]
         )
-        real_sk, real_ph, gen_sk, unl_ph = embeddings.split([n, n, len(drawn.tensors), u])
+        unl_ph = extra_emb[0]
         weights = discriminator_weights(fake_logits[:u]) if config.disc_weighting else None
         real_loss = self.triplet(real_sk, real_ph, batch.labels)
         gen_loss = self.triplet(gen_sk[:u], unl_ph, weights=weights)
@@ -289,6 +298,11 @@ class SemiTask(RetrievalTask):
             distill = self.distill(gen_sk[:u], unl_ph, *teacher.split([u, u]))
             loss = loss + config.distill_weight * distill
             stats["distill"] = distill.item()
+        if self.photo_side is not None:
+            photo_loss, photo_stats = self.photo_side.loss(
+                real_sk, real_ph, batch.photos, extra, extra_emb
+            )
+            loss, stats = loss + photo_loss, stats | photo_stats
         stats["loss"] = loss.item()
         stats["skipped"] = not optimise(loss, self.optimizer, ctx)
         if not learns:

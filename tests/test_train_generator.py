@@ -7,6 +7,7 @@ import math
 import pickle
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,14 @@ from safetensors.torch import load_file, save_file
 import fgsbir.train.generator as train_module
 from fgsbir.cli import main
 from fgsbir.config import DataConfig, RunOptions
+from fgsbir.data.dataset import load_dataset
 from fgsbir.data.sequences import mirrored, on_canvas
 from fgsbir.data.transforms import Preprocessing, input_pixels, normalise
 from fgsbir.errors import FgsbirError
 from fgsbir.inference import TrainedGenerator, generate, load_generator
 from fgsbir.losses.sequence import PEN_END
-from fgsbir.models.generator import GeneratorArch
+from fgsbir.models.edge_pointer import EdgePointerSketcher
+from fgsbir.models.generator import GeneratorArch, PhotoToSketch
 from fgsbir.runs import MODEL_FILE, load_resume_state, read_metrics
 from fgsbir.sketch.io import read_stroke_json, read_svg
 from fgsbir.sketch.strokes import Sketch
@@ -151,6 +154,37 @@ def test_loaded_generator_sees_photos_as_its_architecture_says(
         torch.testing.assert_close(
             seen.photo_tensor([photo])[0], normalise(pixels[None] / 255.0)[0]
         )
+
+
+def test_the_edge_pointer_run_reloads_as_it_was_trained(
+    data: Path, trained: tuple[Path, dict]
+) -> None:
+    """The default decoder is the edge pointer; the loaded run draws and scores sketches as the
+    trained one did (same validation NLL, so the same edge points and the same anchors)."""
+    out, result = trained
+    assert json.loads((out / "config.json").read_text())["model"]["decoder"] == "edge_pointer"
+    generator = load_generator(out)
+    assert isinstance(generator.model, EdgePointerSketcher)
+    assert generator.model.canvas_units == pytest.approx(256.0 / generator.scale)
+    split = load_dataset(str(data), val_fraction=0.25).val
+    assert generator.nll(split)["nll"] == pytest.approx(result["val"]["nll"], rel=1e-5)
+
+
+def test_runs_saved_before_the_decoder_choice_load_as_attentive(data: Path, tmp_path: Path) -> None:
+    """A run whose config.json has no ``decoder`` (nor ``edge_points``) is an attentive one."""
+    out = tmp_path / "attentive"
+    model = GeneratorArch(**TINY_MODEL, decoder="attentive")
+    train_generator(replace(_config(data, out, epochs=1), model=model))
+    photos = [Image.open(data / "photo" / "p9.png")]
+    drawn = load_generator(out).draw(photos)[0]
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["model"]["decoder"], config["model"]["edge_points"]
+    (old / "config.json").write_text(json.dumps(config))
+    loaded = load_generator(old)
+    assert type(loaded.model) is PhotoToSketch and loaded.model.arch.decoder == "attentive"
+    np.testing.assert_array_equal(loaded.draw(photos)[0].points, drawn.points)
 
 
 def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:

@@ -100,3 +100,52 @@ def make_tiny_run(run_dir: Path) -> Path:
     model = build_embedding_net(arch)
     save_model(run_dir, model, config, None, "Untrained tiny model for tests.")
     return run_dir
+
+
+class FakeGenerator:
+    """Sketches a photo as the outline of its dark part's bounding box, in two strokes, on a
+    256-pixel canvas (the photo padded to a square, as the real generators see it); counts the
+    photos it drew."""
+
+    def __init__(self) -> None:
+        self.drawn = 0
+
+    def draw(self, photos: list[Image.Image], temperature: float = 0.0) -> list[Sketch]:
+        self.drawn += len(photos)
+        sketches = []
+        for photo in photos:
+            grey = np.asarray(ImageOps.pad(photo.convert("L"), (256, 256), color=255))
+            ys, xs = np.nonzero(grey < 128)
+            x0, x1, y0, y1 = (float(v) for v in (xs.min(), xs.max(), ys.min(), ys.max()))
+            box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
+            sketches.append(Sketch.from_strokes([box[:3], box[2:]], 256.0, 256.0))
+        return sketches
+
+
+def make_tiny_generator_run(run_dir: Path) -> Path:
+    """An untrained edge-pointer generator run folder (MobileNetV3 at 64 px) whose pen head is
+    biased against ending, so that it always draws its 12 points."""
+    from fgsbir.config import config_to_dict
+    from fgsbir.models.generator import GeneratorArch, create_generator
+    from fgsbir.runs import save_model
+    from fgsbir.train.generator import GeneratorConfig
+
+    arch = GeneratorArch(
+        backbone="mobilenetv3_small_050",
+        image_size=64,
+        feature_dim=16,
+        attention_dim=16,
+        hidden=32,
+        z_dim=8,
+        components=3,
+        max_points=12,
+        edge_points=24,
+    )
+    config = config_to_dict(GeneratorConfig(model=arch, pretrained=False))
+    config = {"kind": "generator", **config, "scale": 16.0, "canvas": 256.0}
+    torch.manual_seed(0)
+    model = create_generator(arch, config["canvas"] / config["scale"], pretrained=False)
+    with torch.no_grad():
+        model.head.bias[-1] = -10.0  # the p_end logit
+    save_model(run_dir, model, config, None, "Untrained tiny generator for tests.")
+    return run_dir

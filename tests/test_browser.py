@@ -6,6 +6,7 @@ package; Playwright never downloads a browser here, it drives ``/usr/bin/chromiu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uvicorn
-from search_helpers import FakeEmbedder
+from fastapi import FastAPI
+from search_helpers import FakeEmbedder, FakeGenerator
 
 from fgsbir.data.synthetic import PICKLE_NAME, ensure_synthetic
 from fgsbir.index import GalleryIndex, build_index
@@ -65,9 +67,9 @@ def shoes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sketch, str]:
     pytest.fail("no synthetic sketch is ranked first by the fake embedder")
 
 
-@pytest.fixture(scope="module")
-def server(shoes: tuple[Path, Sketch, str]) -> Iterator[str]:
-    app = create_app(shoes[0], embedder=FakeEmbedder())
+@contextlib.contextmanager
+def _serving(app: FastAPI) -> Iterator[str]:
+    """The URL of ``app`` served on a free loopback port, until the block ends."""
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -81,14 +83,34 @@ def server(shoes: tuple[Path, Sketch, str]) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture
-def page(server: str) -> Iterator[sync_api.Page]:
+@pytest.fixture(scope="module")
+def server(shoes: tuple[Path, Sketch, str]) -> Iterator[str]:
+    with _serving(create_app(shoes[0], embedder=FakeEmbedder())) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sketching_server(shoes: tuple[Path, Sketch, str]) -> Iterator[str]:
+    """The same gallery, served with a generator that sketches its photos."""
+    app = create_app(shoes[0], FakeEmbedder(), FakeGenerator())  # type: ignore[arg-type]
+    with _serving(app) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _browsing(url: str) -> Iterator[sync_api.Page]:
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 820})
-        page.goto(server)
+        page.goto(url)
         yield page
         browser.close()
+
+
+@pytest.fixture
+def page(server: str) -> Iterator[sync_api.Page]:
+    with _browsing(server) as page:
+        yield page
 
 
 def _stroke(page: sync_api.Page, stroke: np.ndarray, sketch: Sketch) -> None:
@@ -202,6 +224,63 @@ def test_a_failed_search_says_what_went_wrong(
     assert page.locator("#results .card").count() == 0
     page.click("#undo")  # an empty canvas has nothing to be wrong about
     sync_api.expect(page.locator("#error")).to_be_hidden()
+
+
+_INK = """() => {
+    const canvas = document.querySelector("#sketch-canvas");
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let ink = 0;
+    for (let i = 3; i < data.length; i += 4) ink += data[i] > 0;
+    return ink;
+}"""
+_WATCH_DRAWING = """() => {
+    window.drawnSeen = [];
+    const canvas = document.querySelector("#sketch-canvas");
+    new MutationObserver(() => window.drawnSeen.push(Number(canvas.dataset.drawn)))
+        .observe(canvas, {attributes: true, attributeFilter: ["data-drawn"]});
+}"""
+
+
+def test_a_clicked_photo_is_sketched_stroke_by_stroke(
+    sketching_server: str, shoes: tuple[Path, Sketch, str]
+) -> None:
+    sketch = shoes[1]
+    with _browsing(sketching_server) as page:
+        sync_api.expect(page.locator("#gallery-info")).to_contain_text("click a photo")
+        _draw(page, sketch.strokes[0], sketch)
+        card = page.locator("#results .card.sketchable").nth(1)
+        page.evaluate(_WATCH_DRAWING)
+        with page.expect_response("**/api/sketch/*") as response:
+            card.click()
+        answer = response.value.json()
+        assert answer["photo"] == int(card.get_attribute("data-photo"))
+        points = sum(len(stroke) for stroke in answer["strokes"])
+        sync_api.expect(page.locator("#sketch-view")).to_be_visible()
+        assert page.locator("#sketch-photo").get_attribute("src") == f"/photos/{answer['photo']}"
+        page.wait_for_function(
+            "n => Number(document.querySelector('#sketch-canvas').dataset.drawn) === n", arg=points
+        )
+        seen = page.evaluate("() => window.drawnSeen")
+        assert seen[0] < points and seen == sorted(seen)  # point by point, never backwards
+        assert page.evaluate(_INK) > 0
+        sync_api.expect(page.locator("#sketch-status")).to_contain_text(
+            f"{len(answer['strokes'])} strokes, {points} points"
+        )
+        page.click("#sketch-replay")
+        page.wait_for_function("() => window.drawnSeen.slice(-2)[0] > window.drawnSeen.at(-1)")
+        page.keyboard.press("Escape")
+        sync_api.expect(page.locator("#sketch-view")).to_be_hidden()
+
+
+def test_without_a_generator_photos_are_not_sketched(
+    page: sync_api.Page, shoes: tuple[Path, Sketch, str]
+) -> None:
+    sketch = shoes[1]
+    _draw(page, sketch.strokes[0], sketch)
+    sync_api.expect(page.locator("#results .card").first).to_be_visible()
+    assert page.locator("#results .card.sketchable").count() == 0
+    page.locator("#results .card").first.click()
+    sync_api.expect(page.locator("#sketch-view")).to_be_hidden()
 
 
 def test_api_docs_render_offline(page: sync_api.Page, server: str) -> None:

@@ -122,6 +122,7 @@ def test_health(client: TestClient, index_dir: Path) -> None:
         "kind": "exact",
         "dim": 64,
         "model": "fake-model-a",
+        "generator": False,
     }
 
 

@@ -5,6 +5,8 @@
 * :class:`TrainedGenerator` (from :func:`load_generator`): a photo-to-sketch generator that draws
   vector sketches of photos; :func:`generate` writes them as files.
 * :func:`load_discriminator`: the (photo, sketch) scorer a semi-supervised run leaves.
+* :func:`load_gallery_model` and :func:`load_gallery_generator`: the models a served gallery
+  index searches and sketches its photos with.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from fgsbir.models.generator import (
     generator_arch,
     samples_to_sketches,
 )
-from fgsbir.runs import load_model_state, load_run_config
+from fgsbir.runs import CONFIG_FILE, load_model_state, load_run_config
 from fgsbir.sketch.io import write_png, write_stroke_json, write_svg
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.viz import sketch_photo_grid
@@ -122,11 +124,9 @@ def load_embedder(run_dir: str | Path, device: torch.device | str | None = None)
     return Embedder(model, config_from_dict(Preprocessing, config["prep"]), config, device)
 
 
-def load_gallery_model(
-    index_dir: str | Path, run_dir: str | Path | None = None, device: str | None = None
-) -> Embedder:
-    """The model that embeds queries of the index in ``index_dir``: that of ``run_dir`` if given,
-    else that of the run folder the index was built with."""
+def gallery_run_dir(index_dir: str | Path, run_dir: str | Path | None = None) -> Path:
+    """The retrieval run of the index in ``index_dir``: ``run_dir`` if given, else the run folder
+    the index was built with."""
     from fgsbir.index import GalleryIndexError, read_manifest
 
     if run_dir is None:
@@ -135,7 +135,32 @@ def load_gallery_model(
             raise GalleryIndexError(
                 f"{index_dir}: the index does not record the run folder of its model; name one"
             )
-    return load_embedder(run_dir, device)
+    return Path(run_dir)
+
+
+def load_gallery_model(
+    index_dir: str | Path, run_dir: str | Path | None = None, device: str | None = None
+) -> Embedder:
+    """The model that embeds queries of the index in ``index_dir``: that of ``run_dir`` if given,
+    else that of the run folder the index was built with."""
+    return load_embedder(gallery_run_dir(index_dir, run_dir), device)
+
+
+def load_gallery_generator(
+    index_dir: str | Path,
+    run_dir: str | Path | None = None,
+    generator_dir: str | Path | None = None,
+    device: str | None = None,
+) -> TrainedGenerator | None:
+    """The generator that sketches the photos of the index in ``index_dir``: that of
+    ``generator_dir`` if given, else the one a semi-supervised retrieval run (``run_dir``, or the
+    index's) saved beside its model, else ``None``."""
+    from fgsbir.train.semi import GENERATOR_DIR  # where a semi run keeps its generator
+
+    if generator_dir is not None:
+        return load_generator(generator_dir, device)
+    beside = gallery_run_dir(index_dir, run_dir) / GENERATOR_DIR
+    return load_generator(beside, device) if (beside / CONFIG_FILE).is_file() else None
 
 
 def sequence_nll(

@@ -66,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CPU threads for embedding sketches; 1 is best on busy cores "
         "(default: torch's choice)",
     )  # fmt: skip
+    serve.add_argument(
+        "--generator", metavar="RUN_DIR",
+        help="a generator run (of 'fgsbir train-generator', or a semi run's generator/ folder) "
+        "that shows how a person would sketch a clicked photo (default: the generator of the "
+        "index's run, if it is a semi-supervised run)",
+    )  # fmt: skip
     _model_options(serve)
     serve.set_defaults(func=run_serve)
 
@@ -123,4 +129,5 @@ def run_serve(args: argparse.Namespace) -> None:
         run_dir=args.run,
         device=args.device,
         threads=args.threads,
+        generator_dir=args.generator,
     )

@@ -41,7 +41,7 @@ from fgsbir.losses.sequence import (
     raw_output_size,
     stroke_log_prob,
 )
-from fgsbir.models.backbones import DEFAULT_BACKBONE, create_backbone, feature_dim
+from fgsbir.models.backbones import DEFAULT_BACKBONE, create_backbone
 from fgsbir.sketch.strokes import Sketch, stroke5_to_stroke3
 
 START_TOKEN = (0.0, 0.0, 1.0, 0.0, 0.0)
@@ -154,7 +154,7 @@ class PhotoToSketch(nn.Module):
             )
         self.arch = arch
         self.backbone = create_backbone(arch.backbone, pretrained=pretrained)
-        self.channels = channels = feature_dim(self.backbone)
+        self.channels = channels = self.backbone.num_features  # of the spatial feature map
         self.project = nn.Conv2d(channels, arch.feature_dim, kernel_size=1)
         self.to_latent = nn.Linear(channels, 2 * arch.z_dim)
         self.attention_keys = nn.Conv2d(

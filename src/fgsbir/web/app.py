@@ -6,7 +6,11 @@
 * ``GET /favicon.ico``: the page's icon (an SVG, also at ``/static/favicon.svg``);
 * ``POST /api/search``: ``{"strokes": [[[x, y], ...], ...], "k": 10, "width": W, "height": H}``
   -> ``{"results": [{"rank", "photo", "url", "score", "name"}, ...], "took_ms": T}``;
-* ``GET /api/health``: the gallery size, index kind and model identity;
+* ``GET /api/health``: the gallery size, index kind, model identity and whether photos can be
+  sketched;
+* ``GET /api/sketch/{id}``: how a person would sketch gallery photo ``id``, drawn (greedily) by
+  the generator the server was given: ``{"photo", "width", "height", "strokes": [[[x, y], ...],
+  ...], "took_ms"}`` in drawing order; 404 when the server has no generator;
 * ``GET /photos/{id}``: a gallery photo by its row in the index; nothing else on disk is served.
 
 Malformed requests get a 4xx JSON ``{"error": message}`` (with ``details`` for validation errors):
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import mimetypes
 import socket
 import threading
@@ -40,9 +45,15 @@ from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from fgsbir.data.photos import load_photo
 from fgsbir.errors import FgsbirError
 from fgsbir.index import GalleryIndex, index_info, open_index
-from fgsbir.inference import Embedder, load_gallery_model
+from fgsbir.inference import (
+    Embedder,
+    TrainedGenerator,
+    load_gallery_generator,
+    load_gallery_model,
+)
 from fgsbir.limits import MAX_SKETCH_POINTS
 from fgsbir.sketch.strokes import Sketch
 
@@ -53,6 +64,11 @@ MAX_STROKES = 300
 MAX_K = 100
 MAX_CANVAS = 10_000.0
 SHOWN_PROBLEMS = 3  # validation problems named in an error message; ``details`` has them all
+SKETCHES_KEPT = 256  # generated sketches of gallery photos remembered (greedy: always the same)
+NO_GENERATOR = (
+    "this server has no generator to sketch photos with: start it with 'fgsbir serve INDEX_DIR "
+    "--generator RUN_DIR' (a generator run, or a semi-supervised run's generator/ folder)"
+)
 
 Coordinate = Annotated[float, Field(ge=-MAX_CANVAS, le=2 * MAX_CANVAS)]
 Stroke = Annotated[list[tuple[Coordinate, Coordinate]], Field(min_length=1)]
@@ -103,6 +119,17 @@ class SearchResultOut(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResultOut]
+    took_ms: float
+
+
+class GeneratedSketch(BaseModel):
+    """A generated sketch of a gallery photo: strokes of absolute ``[x, y]`` points on a
+    ``width x height`` canvas (y down), in the order they were drawn."""
+
+    photo: int
+    width: float
+    height: float
+    strokes: list[list[tuple[float, float]]]
     took_ms: float
 
 
@@ -201,12 +228,30 @@ _SEARCH_BODY_SCHEMA = {
 }
 
 
-def create_app(index_dir: str | Path, embedder: Embedder) -> FastAPI:
+def create_app(
+    index_dir: str | Path, embedder: Embedder, generator: TrainedGenerator | None = None
+) -> FastAPI:
     """The app serving the index in ``index_dir``; sketches are embedded with ``embedder``, which
-    must be the model that made the index (see :func:`fgsbir.inference.load_gallery_model`)."""
+    must be the model that made the index (see :func:`fgsbir.inference.load_gallery_model`), and
+    gallery photos are sketched by ``generator`` (none: no sketches)."""
     index = open_index(index_dir, embedder)
     index.prepare()
     batcher = SketchBatcher(index, embedder)
+    drawing = threading.Lock()  # one sketch at a time: the generator is not thread-safe
+
+    @functools.lru_cache(maxsize=SKETCHES_KEPT)
+    def generated(photo_id: int) -> GeneratedSketch:
+        assert generator is not None
+        start = time.perf_counter()
+        with drawing:
+            sketch = generator.draw([load_photo(index.photos[photo_id])], temperature=0.0)[0]
+        return GeneratedSketch(
+            photo=photo_id,
+            width=sketch.width,
+            height=sketch.height,
+            strokes=[stroke.tolist() for stroke in sketch.strokes],
+            took_ms=1000 * (time.perf_counter() - start),
+        )
 
     app = FastAPIOffline(
         title="fgsbir search",
@@ -240,7 +285,8 @@ def create_app(index_dir: str | Path, embedder: Embedder) -> FastAPI:
     @app.get("/api/health")
     def health() -> dict[str, Any]:
         info = index_info(index)
-        return {"status": "ok", **{key: info[key] for key in ("photos", "kind", "dim", "model")}}
+        shown = {key: info[key] for key in ("photos", "kind", "dim", "model")}
+        return {"status": "ok", **shown, "generator": generator is not None}
 
     def run_search(query: SearchRequest) -> SearchResponse:
         start = time.perf_counter()
@@ -267,13 +313,28 @@ def create_app(index_dir: str | Path, embedder: Embedder) -> FastAPI:
         except FgsbirError as err:  # e.g. a sketch the model cannot embed
             return _error(422, str(err))
 
-    @app.get("/photos/{photo_id}")
-    def photo(photo_id: int) -> FileResponse:
+    def photo_path(photo_id: int) -> Path:
+        """The file of a gallery photo, or 404."""
         if not 0 <= photo_id < len(index):
             raise HTTPException(404, f"no photo {photo_id} in this gallery")
         path = index.photos[photo_id]
         if not path.is_file():
             raise HTTPException(404, f"photo {photo_id} is no longer on disk")
+        return path
+
+    @app.get("/api/sketch/{photo_id}", response_model=GeneratedSketch)
+    def sketch(photo_id: int) -> GeneratedSketch | JSONResponse:
+        if generator is None:
+            raise HTTPException(404, NO_GENERATOR)
+        photo_path(photo_id)
+        try:
+            return generated(photo_id)
+        except FgsbirError as err:  # e.g. a photo that is no longer readable
+            return _error(422, str(err))
+
+    @app.get("/photos/{photo_id}")
+    def photo(photo_id: int) -> FileResponse:
+        path = photo_path(photo_id)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         headers = {"Cache-Control": "public, max-age=3600"}
         return FileResponse(path, media_type=media_type, headers=headers)
@@ -288,14 +349,18 @@ def serve(
     run_dir: str | Path | None = None,
     device: str | None = None,
     threads: int | None = None,
+    generator_dir: str | Path | None = None,
 ) -> None:
     """Serve the search page for ``index_dir`` until interrupted (Ctrl+C).
 
-    The index and model are loaded and ``host:port`` is bound before anything is printed, so a
-    busy port or a bad index is one :class:`~fgsbir.errors.FgsbirError`, not a server that starts
-    and then fails. ``threads`` sets PyTorch's CPU threads for embedding sketches. On a machine
-    whose cores are busy with other work, 1 is much faster than several: each operation of a
-    multi-threaded forward pass waits for its slowest thread, which the OS may have paused.
+    Gallery photos are sketched by the generator of ``generator_dir``, else by the one a
+    semi-supervised retrieval run holds (see :func:`~fgsbir.inference.load_gallery_generator`).
+    The index and models are loaded and ``host:port`` is bound before anything is printed, so a
+    busy port, a bad index or a bad generator is one :class:`~fgsbir.errors.FgsbirError`, not a
+    server that starts and then fails. ``threads`` sets PyTorch's CPU threads for embedding
+    sketches. On a machine whose cores are busy with other work, 1 is much faster than several:
+    each operation of a multi-threaded forward pass waits for its slowest thread, which the OS
+    may have paused.
     """
     if not 1 <= port <= 65535:
         raise FgsbirError(f"--port must be between 1 and 65535, not {port}")
@@ -303,11 +368,20 @@ def serve(
         if threads < 1:
             raise FgsbirError(f"--threads must be at least 1, not {threads}")
         torch.set_num_threads(threads)
-    app = create_app(index_dir, load_gallery_model(index_dir, run_dir, device))
+    try:
+        generator = load_gallery_generator(index_dir, run_dir, generator_dir, device)
+    except FgsbirError as err:
+        if generator_dir is None:
+            raise
+        raise FgsbirError(f"--generator {err}") from None
+    app = create_app(index_dir, load_gallery_model(index_dir, run_dir, device), generator)
     index: GalleryIndex = app.state.index
     with listen(host, port) as sock:
         url = f"http://{host}:{port}/"
-        print(f"fgsbir: serving {len(index)} photos at {url} (Ctrl+C to stop)", flush=True)
+        sketched = " (sketched by a generator)" if generator is not None else ""
+        print(
+            f"fgsbir: serving {len(index)} photos{sketched} at {url} (Ctrl+C to stop)", flush=True
+        )
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is the way to stop
             server.run(sockets=[sock])

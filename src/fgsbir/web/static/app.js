@@ -1,10 +1,14 @@
 // Drawing pad + on-the-fly retrieval: every finished stroke sends the whole sketch to
 // POST /api/search and the ranked photos replace the previous ones (stale answers are dropped).
+// When the server has a generator, clicking a result shows how a person would sketch that photo
+// (GET /api/sketch/{id}), drawn point by point.
 "use strict";
 
 const LOGICAL = 512; // strokes are kept on a 512 x 512 canvas, whatever the on-screen size
 const MIN_STEP = 1.5; // logical units between recorded points
 const INK = "#1d2130";
+const SKETCH_MS = 2400; // a generated sketch is drawn in about this long
+const MAX_POINT_MS = 60; // ...but no slower than this per point
 const UNREACHABLE = "server unreachable: is fgsbir serve still running?";
 
 const pad = document.getElementById("pad");
@@ -20,6 +24,12 @@ const ui = {
   empty: document.getElementById("empty"),
   results: document.getElementById("results"),
   info: document.getElementById("gallery-info"),
+  sketchView: document.getElementById("sketch-view"),
+  sketchPhoto: document.getElementById("sketch-photo"),
+  sketchCanvas: document.getElementById("sketch-canvas"),
+  sketchStatus: document.getElementById("sketch-status"),
+  sketchReplay: document.getElementById("sketch-replay"),
+  sketchClose: document.getElementById("sketch-close"),
 };
 
 const strokes = []; // finished strokes: arrays of [x, y] in logical units
@@ -28,6 +38,10 @@ let activePointer = null;
 let searchSeq = 0; // answers to older requests are ignored
 let inFlight = null; // AbortController of the request in flight
 let previousRanks = new Map(); // photo id -> rank in the previous answer
+let sketchable = false; // whether the server can sketch photos (it has a generator)
+let shownSketch = null; // the generated sketch in the sketch view
+let sketchSeq = 0; // answers for photos no longer shown are ignored
+let sketchFrame = null; // the animation frame drawing it
 
 // ---- drawing ---------------------------------------------------------------------------------
 
@@ -51,23 +65,26 @@ function strokeWidth() {
   return Math.max(2, pad.width / 170);
 }
 
-function drawStroke(points) {
-  const scale = pad.width / LOGICAL;
-  ctx.strokeStyle = INK;
-  ctx.fillStyle = INK;
-  ctx.lineWidth = strokeWidth();
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
+function polyline(context, points, scale, width) {
+  context.strokeStyle = INK;
+  context.fillStyle = INK;
+  context.lineWidth = width;
+  context.lineCap = "round";
+  context.lineJoin = "round";
   if (points.length === 1) {
-    ctx.beginPath();
-    ctx.arc(points[0][0] * scale, points[0][1] * scale, ctx.lineWidth / 2, 0, 2 * Math.PI);
-    ctx.fill();
+    context.beginPath();
+    context.arc(points[0][0] * scale, points[0][1] * scale, width / 2, 0, 2 * Math.PI);
+    context.fill();
     return;
   }
-  ctx.beginPath();
-  ctx.moveTo(points[0][0] * scale, points[0][1] * scale);
-  for (const [x, y] of points.slice(1)) ctx.lineTo(x * scale, y * scale);
-  ctx.stroke();
+  context.beginPath();
+  context.moveTo(points[0][0] * scale, points[0][1] * scale);
+  for (const [x, y] of points.slice(1)) context.lineTo(x * scale, y * scale);
+  context.stroke();
+}
+
+function drawStroke(points) {
+  polyline(ctx, points, pad.width / LOGICAL, strokeWidth());
 }
 
 function redraw() {
@@ -234,11 +251,87 @@ function showResults(results) {
     meta.append(score);
     card.append(meta);
     card.title = `${r.name} — rank ${r.rank}, similarity ${r.score.toFixed(3)}`;
+    if (sketchable) {
+      card.classList.add("sketchable");
+      card.tabIndex = 0;
+      card.title += " — click to see how a person would sketch it";
+      card.addEventListener("click", () => openSketch(r));
+      card.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          openSketch(r);
+        }
+      });
+    }
     return card;
   });
   ui.results.replaceChildren(...cards);
   previousRanks = new Map(results.map((r) => [r.photo, r.rank]));
 }
+
+// ---- how would a person sketch it? ----------------------------------------------------------
+
+async function openSketch(result) {
+  const seq = ++sketchSeq;
+  cancelAnimationFrame(sketchFrame);
+  shownSketch = null;
+  ui.sketchReplay.disabled = true;
+  ui.sketchPhoto.src = result.url;
+  ui.sketchPhoto.alt = result.name;
+  const canvas = ui.sketchCanvas;
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  ui.sketchStatus.textContent = "sketching…";
+  if (!ui.sketchView.open) ui.sketchView.showModal();
+  try {
+    const response = await fetch(`/api/sketch/${result.photo}`).catch(() => {
+      throw new Error(UNREACHABLE);
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (seq !== sketchSeq) return;
+    if (!response.ok) throw new Error(answer.error || `sketching failed: HTTP ${response.status}`);
+    shownSketch = answer;
+    const points = answer.strokes.reduce((n, stroke) => n + stroke.length, 0);
+    ui.sketchStatus.textContent = points
+      ? `${answer.strokes.length} stroke${answer.strokes.length === 1 ? "" : "s"}, ` +
+        `${points} points · ${Math.round(answer.took_ms)} ms`
+      : "the generator drew nothing for this photo";
+    ui.sketchReplay.disabled = points === 0;
+    animateSketch();
+  } catch (err) {
+    if (seq === sketchSeq) ui.sketchStatus.textContent = err.message;
+  }
+}
+
+function animateSketch() {
+  cancelAnimationFrame(sketchFrame);
+  const sketch = shownSketch;
+  const canvas = ui.sketchCanvas;
+  const context = canvas.getContext("2d");
+  const scale = canvas.width / Math.max(sketch.width, sketch.height);
+  const total = sketch.strokes.reduce((n, stroke) => n + stroke.length, 0);
+  const perPoint = Math.min(MAX_POINT_MS, SKETCH_MS / Math.max(total, 1));
+  const start = performance.now();
+  const frame = (now) => {
+    const shown = Math.min(total, Math.floor((now - start) / perPoint) + 1);
+    context.clearRect(0, 0, canvas.width, canvas.height);
+    let left = shown;
+    for (const stroke of sketch.strokes) {
+      if (left <= 0) break;
+      polyline(context, stroke.slice(0, left), scale, canvas.width / 170);
+      left -= stroke.length;
+    }
+    canvas.dataset.drawn = String(shown); // points drawn so far (for tests and curious users)
+    if (shown < total) sketchFrame = requestAnimationFrame(frame);
+  };
+  sketchFrame = requestAnimationFrame(frame);
+}
+
+ui.sketchReplay.addEventListener("click", () => shownSketch && animateSketch());
+ui.sketchClose.addEventListener("click", () => ui.sketchView.close());
+ui.sketchView.addEventListener("close", () => {
+  sketchSeq += 1;
+  cancelAnimationFrame(sketchFrame);
+});
 
 // ---- gallery info ----------------------------------------------------------------------------
 
@@ -247,6 +340,10 @@ fetch("/api/health")
   .then((info) => {
     ui.info.textContent =
       `${info.photos.toLocaleString()} photos · ${info.kind} index · model ${info.model.slice(0, 8)}`;
+    sketchable = info.generator;
+    if (sketchable) {
+      ui.info.textContent += " · click a photo to see it sketched";
+    }
   })
   .catch(() => {
     ui.info.textContent = "server unreachable";

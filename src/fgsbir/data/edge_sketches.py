@@ -75,8 +75,8 @@ def edge_points(inputs: torch.Tensor, photo_input: str, count: int) -> torch.Ten
     ``j`` of an image is its ``j``-th traced point in drawing order: ``x, y`` as fractions of the
     side (pixel centres), 1 on the last point of a stroke, and 1 for a point (0 for padding).
     An image with no usable edges (too much texture) has no points. Tracing takes about 10 ms a
-    224-pixel image, so callers compute this once per photo (see :class:`~fgsbir.models.
-    edge_pointer.EdgePointerSketcher`).
+    224-pixel image, so callers compute this once per photo (see
+    :class:`~fgsbir.models.edge_pointer.EdgePointerSketcher`).
     """
     pixels = (denormalise(inputs.detach().float().cpu()) * 255.0).round().to(torch.uint8)
     table = torch.zeros(len(inputs), count, EDGE_POINT_FIELDS)

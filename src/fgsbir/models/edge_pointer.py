@@ -101,11 +101,9 @@ class EdgePointerSketcher(PhotoToSketch):
         """``(B, C, h, w)`` backbone maps and ``(B, K, EDGE_POINT_FIELDS)`` edge-point tables."""
         width = self.arch.edge_points * EDGE_POINT_FIELDS
         maps, table = packed[:, :-width], packed[:, -width:]
-        side = math.isqrt(maps.shape[1] // self.channels)
-        batch = len(packed)
-        return maps.reshape(batch, self.channels, side, side), table.reshape(
-            batch, -1, EDGE_POINT_FIELDS
-        )
+        side = math.isqrt(maps.shape[1] // self.channels)  # the map is square, as the photo is
+        maps = maps.reshape(len(packed), self.channels, side, side)
+        return maps, table.reshape(len(packed), -1, EDGE_POINT_FIELDS)
 
     def encode_map(self, feature_map: torch.Tensor) -> PointerEncoding:
         maps, table = self._unpack(feature_map)

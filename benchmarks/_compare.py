@@ -143,6 +143,9 @@ def summarise(
             if acc:
                 cell["acc@1_mean"] = round(statistics.mean(acc), 4)
                 cell["acc@1_std"] = round(statistics.stdev(acc), 4) if len(acc) > 1 else 0.0
+                cell["val_acc@1_mean"] = round(
+                    statistics.mean(runs[s]["val_acc@1"] for s in seeds), 4
+                )
                 cell["train_s_mean"] = round(statistics.mean(runs[s]["train_s"] for s in seeds), 1)
             base = by_arm.get(arm.baseline or "", {})
             shared = [s for s in seeds if s in base]
@@ -160,8 +163,9 @@ def summarise(
 def markdown_table(summary: dict[str, Any]) -> str:
     """One row per fraction and arm: acc@1 mean +- std (n), and the paired difference."""
     lines = [
-        "| fraction | arm | acc@1 mean +- std (seeds) | vs | difference [95% CI] | train s |",
-        "|---|---|---|---|---|---|",
+        "| fraction | arm | acc@1 mean +- std (seeds) | vs | difference [95% CI] | val acc@1 "
+        "| train s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for fraction, cells in summary.items():
         for name, cell in cells.items():
@@ -175,7 +179,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {fraction} | {name} | {cell['acc@1_mean']:.3f} +- {cell['acc@1_std']:.3f} "
                 f"({len(cell['seeds'])}) | {cell.get('vs', '')} | {diff} | "
-                f"{cell['train_s_mean']} |"
+                f"{cell['val_acc@1_mean']:.3f} | {cell['train_s_mean']} |"
             )
     return "\n".join(lines)
 

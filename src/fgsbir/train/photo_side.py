@@ -1,9 +1,11 @@
 """Photo-side learning: losses on photos alone, so that photos without sketches teach the
 retrieval model too (issue: "photos that pay").
 
-Every step embeds, beside its labelled pairs, a batch of unlabelled photos (augmented), and a
-frozen copy of the pretrained network (the *reference*) embeds the same photos. Three small,
-switchable losses use them, each with its weight in :class:`PhotoLosses`:
+Every step embeds, beside its labelled pairs, a batch of unlabelled photos (augmented). A frozen
+ImageNet network (the *reference*) has described every photo once, before training: its pooled
+features of the plain RGB photo (:class:`ReferenceFeatures`, cached on disk), which rank photos
+the way a photo model does, whatever inputs the retrieval model sees. Three small, switchable
+losses use them, each with its weight in :class:`PhotoLosses`:
 
 * **neighbourhood preservation** (:class:`~fgsbir.losses.metric.NeighbourhoodLoss`, after Li,
   Pang and Song, CVPR 2023): a sketch sees two photos in the order the reference ranks them
@@ -16,17 +18,32 @@ switchable losses use them, each with its weight in :class:`PhotoLosses`:
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
 import torch
 import torchvision.transforms.v2 as T
+from pydantic import Field
 
 from fgsbir.config import Count, NonNegative, Positive
-from fgsbir.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation
+from fgsbir.data.layouts import cache_dir
+from fgsbir.data.photos import load_photo
+from fgsbir.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augmentation,
+    Preprocessing,
+    photos_to_tensor,
+)
 from fgsbir.data.unlabelled import UnlabelledPool
 from fgsbir.device import DistributedContext
 from fgsbir.losses.metric import NeighbourhoodLoss, RelationDistillation, TripletLoss
-from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
+from fgsbir.models.backbones import DEFAULT_BACKBONE, create_backbone
+from fgsbir.train.loop import progress_bar
 
 WHITE = tuple((1.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
 """White paper, normalised: what a warped photo's uncovered corners are filled with."""
@@ -44,26 +61,70 @@ class PhotoLosses:
     intra: NonNegative = 0.0
     intra_margin: NonNegative = 0.2
     unlabelled_per_batch: Count = 16  # unlabelled photos each step adds
+    reference: str = DEFAULT_BACKBONE  # ImageNet network (shipped weights) that ranks photos
+    reference_size: Annotated[int, Field(ge=32)] = 224  # the RGB photo's side as it sees it
 
     @property
     def on(self) -> bool:
         return self.neighbourhood > 0 or self.distill > 0 or self.intra > 0
 
 
+class ReferenceFeatures:
+    """The reference network's L2-normalised pooled features of photos, one row per photo
+    (``rows`` maps a photo file to its row), computed once and cached in
+    ``cache_dir()/reference``, keyed by the file's path, size and modification time and the
+    network and size."""
+
+    def __init__(
+        self, photos: Sequence[Path], name: str, size: int, ctx: DistributedContext
+    ) -> None:
+        self.rows = {Path(photo): i for i, photo in enumerate(dict.fromkeys(map(Path, photos)))}
+        self.name, self.prep = name, Preprocessing(image_size=size, photo_input="rgb")
+        self._network: torch.nn.Module | None = None
+        rows = progress_bar(self.rows, "reference features", ctx)
+        features = [self._features(photo) for photo in rows]
+        self.table = torch.nn.functional.normalize(torch.stack(features), dim=1)
+
+    def _features(self, photo: Path) -> torch.Tensor:
+        stat = photo.stat()
+        key = f"{photo.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.name}|{self.prep}"
+        cached = cache_dir() / "reference" / f"{hashlib.sha1(key.encode()).hexdigest()}.pt"
+        if cached.is_file():
+            return torch.load(cached, weights_only=True)
+        if self._network is None:
+            self._network = create_backbone(self.name, pretrained=True).eval()
+        with torch.no_grad():
+            features = self._network(photos_to_tensor([load_photo(photo)], self.prep))[0]
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp")
+        torch.save(features.clone(), partial)
+        os.replace(partial, cached)
+        return features
+
+    def __call__(self, photos: Sequence[Path], device: torch.device) -> torch.Tensor:
+        """``(len(photos), F)`` features of photos given at construction."""
+        return self.table[[self.rows[Path(photo)] for photo in photos]].to(device)
+
+
 class PhotoSide:
-    """The reference network, the unlabelled photos and the photo-side losses of one run."""
+    """The reference features, the unlabelled photos and the photo-side losses of one run.
+
+    ``photos`` are all the photos the losses may meet: the labelled training photos and the
+    photos of edge pairs, beside the ``pool``'s."""
 
     def __init__(
         self,
         config: PhotoLosses,
-        arch: EmbeddingArch,
+        photos: Sequence[Path],
         pool: UnlabelledPool,
         augment: Augmentation,
         ctx: DistributedContext,
     ) -> None:
         self.config, self.pool, self.augment, self.ctx = config, pool, augment, ctx
-        self.reference: EmbeddingNet = build_embedding_net(arch).to(ctx.device).eval()
-        self.reference.requires_grad_(False)
+        self.reference = None
+        if config.neighbourhood > 0 or config.distill > 0:
+            every = [*photos, *pool.photos]
+            self.reference = ReferenceFeatures(every, config.reference, config.reference_size, ctx)
         self.neighbourhood = NeighbourhoodLoss(
             config.neighbourhood_margin, config.neighbourhood_triplets
         )
@@ -75,16 +136,17 @@ class PhotoSide:
             T.RandomErasing(p=0.5, scale=(0.02, 0.1), value=list(WHITE)),
         ])  # fmt: skip
 
-    def inputs(self, position: int) -> list[torch.Tensor]:
+    def inputs(self, position: int) -> tuple[list[torch.Tensor], list[Path]]:
         """The photos this step adds to the network's batch: the unlabelled photos of batch
-        number ``position`` (augmented), with :meth:`copies` of them."""
+        number ``position`` (augmented), with :meth:`copies` of them; and their files."""
         indices = self.pool.indices(position, self.config.unlabelled_per_batch)
         self.pool.load(indices)
-        return self.copies(self.pool.views(indices, position, self.augment).to(self.ctx.device))
+        views = self.pool.views(indices, position, self.augment).to(self.ctx.device)
+        return self.copies(views), [self.pool.photos[i] for i in indices]
 
     def copies(self, views: torch.Tensor) -> list[torch.Tensor]:
         """``views`` of unlabelled photos, and their shape-augmented copies if ``intra`` is on:
-        the ``extra`` inputs of :meth:`loss`."""
+        the extra inputs whose embeddings :meth:`loss` takes."""
         if self.config.intra > 0:
             return [views, torch.stack([self.reshape(view) for view in views])]
         return [views]
@@ -93,22 +155,18 @@ class PhotoSide:
         self,
         sketch_emb: torch.Tensor,
         photo_emb: torch.Tensor,
-        photos: torch.Tensor,
-        extra: list[torch.Tensor],
         extra_emb: list[torch.Tensor],
+        photos: Sequence[Path],
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The weighted photo-side losses of a step whose labelled pairs embed as ``sketch_emb``
-        and ``photo_emb`` (``photos``: their inputs), with the added ``extra`` inputs of
-        :meth:`inputs` and their embeddings ``extra_emb``."""
+        and ``photo_emb``, with the embeddings ``extra_emb`` of the :meth:`copies` of its
+        unlabelled photos; ``photos``: the files of the labelled, then the unlabelled photos."""
         config = self.config
-        all_photos = torch.cat([photos, extra[0]])
         all_emb = torch.cat([photo_emb, extra_emb[0]])
         stats: dict[str, float] = {}
         total = sketch_emb.new_zeros(())
-        if config.neighbourhood > 0 or config.distill > 0:
-            with torch.no_grad():
-                frozen = self.reference.features(all_photos)
-                frozen = torch.nn.functional.normalize(frozen, dim=1)
+        if self.reference is not None:
+            frozen = self.reference(photos, sketch_emb.device)
         if config.neighbourhood > 0:
             own = torch.arange(len(sketch_emb), device=sketch_emb.device)
             term = self.neighbourhood(sketch_emb, all_emb, frozen, own)

@@ -183,6 +183,7 @@ class _Batch:
     photos: torch.Tensor  # and their photos
     labels: torch.Tensor  # (B,) photo ids
     unlabelled: torch.Tensor  # unlabelled photo network inputs (U, 3, S, S)
+    pool: list[int]  # which photos of the pool they are
     labelled: Labelled  # the labelled photos' sequences for the generator's supervised loss
     encoding: Encoding  # the generator's view of the U unlabelled, then the B' labelled photos
 
@@ -227,8 +228,8 @@ class SemiTask(RetrievalTask):
             self.dataset.unlabelled, self.prep, ctx.device, config.data.seed, self.policy.model
         )
         if config.photo.on:
-            arch = self.model_arch()
-            self.photo_side = PhotoSide(config.photo, arch, self.pool, config.augment, ctx)
+            photos = self.dataset.train.photos
+            self.photo_side = PhotoSide(config.photo, photos, self.pool, config.augment, ctx)
         return recorded | {
             "method": "semi",
             "model": self.start_config["model"],
@@ -252,6 +253,7 @@ class SemiTask(RetrievalTask):
         return _Batch(
             sketches, photos, labels,
             unlabelled=self.pool.views(unlabelled, position, self.config.augment).to(device),
+            pool=unlabelled,
             labelled=labelled,
             encoding=self.policy.model.encode_map(maps.to(device)),
         )  # fmt: skip
@@ -299,9 +301,8 @@ class SemiTask(RetrievalTask):
             loss = loss + config.distill_weight * distill
             stats["distill"] = distill.item()
         if self.photo_side is not None:
-            photo_loss, photo_stats = self.photo_side.loss(
-                real_sk, real_ph, batch.photos, extra, extra_emb
-            )
+            files = self.photo_files(batch.labels) + [self.pool.photos[i] for i in batch.pool]
+            photo_loss, photo_stats = self.photo_side.loss(real_sk, real_ph, extra_emb, files)
             loss, stats = loss + photo_loss, stats | photo_stats
         stats["loss"] = loss.item()
         stats["skipped"] = not optimise(loss, self.optimizer, ctx)

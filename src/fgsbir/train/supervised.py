@@ -208,7 +208,16 @@ class RetrievalTask(Task):
             return None
         self._need_unlabelled("photo-side losses")
         pool = UnlabelledPool(self.dataset.unlabelled, self.prep, self.ctx.device, config.data.seed)
-        return PhotoSide(config.photo, self.model_arch(), pool, config.augment, self.ctx)
+        return PhotoSide(config.photo, self.dataset.train.photos, pool, config.augment, self.ctx)
+
+    def photo_files(self, labels: torch.Tensor) -> list[Path]:
+        """The photo files of a :meth:`labelled_batch`'s labels (training or edge-pair photos)."""
+        offset = len(self.dataset.train.photos)
+        edge_photos = self.edge_pairs.split.photos if self.edge_pairs is not None else []
+        return [
+            self.dataset.train.photos[label] if label < offset else edge_photos[label - offset]
+            for label in labels.tolist()
+        ]
 
     def model_arch(self) -> EmbeddingArch:
         return self.config.model
@@ -283,17 +292,17 @@ class RetrievalTask(Task):
     def step(self, batch: Batch, progress: Progress) -> dict[str, float]:
         sketches, photos, labels = self.labelled_batch(batch, progress)
         n = len(labels)
-        extra = []
+        extra, extra_files = [], []
         if self.photo_side is not None:
-            extra = self.photo_side.inputs(progress.step * self.ctx.world_size + self.ctx.rank)
+            position = progress.step * self.ctx.world_size + self.ctx.rank
+            extra, extra_files = self.photo_side.inputs(position)
         embeddings = self.model(torch.cat([sketches, photos, *extra]))
         sketch_emb, photo_emb, *extra_emb = embeddings.split([n, n, *map(len, extra)])
         loss = self.triplet(sketch_emb, photo_emb, labels)
         stats = {"triplet": loss.item()}
         if self.photo_side is not None:
-            photo_loss, photo_stats = self.photo_side.loss(
-                sketch_emb, photo_emb, photos, extra, extra_emb
-            )
+            files = self.photo_files(labels) + extra_files
+            photo_loss, photo_stats = self.photo_side.loss(sketch_emb, photo_emb, extra_emb, files)
             loss, stats = loss + photo_loss, stats | photo_stats
         stepped = optimise(loss, self.optimizer, self.ctx, scheduler=self.scheduler)
         lr = self.scheduler.get_last_lr()[0]

@@ -1,0 +1,247 @@
+"""Do unlabelled photos improve retrieval? Arms x labelled fractions x seeds, per data set.
+
+The labelled pairs are a seeded share of the data set's training photos; the unlabelled pool is
+the training photos whose sketches were dropped, plus a photo folder where the data set has one
+(Shoe-V1: the 2,000 Shoe-V2 photos; synthetic: 200 more synthetic shoes). Every arm is the
+default supervised recipe (``TrainConfig()``) plus its parts:
+
+* ``base``: the labelled pairs only;
+* ``edges``: ``--edge-epochs`` epochs on edge pseudo-pairs of the unlabelled photos (each photo
+  with its traced edge drawing), then the recipe; ``edges_mix``: 8 edge pairs in every batch;
+* ``neighbourhood`` / ``distill`` / ``intra``: one photo-side loss (weight 1) over the step's
+  labelled and unlabelled photos (:mod:`fgsbir.train.photo_side`);
+* ``edges_neighbourhood``: edge pre-training and the neighbourhood loss;
+* ``lite1`` / ``lite2``: the recipe on EfficientNet-Lite1 / Lite2 (the backbone choice);
+* equal-time controls, the labelled pairs only, trained as long as the arms they stand beside:
+  ``control`` as many steps as ``edges`` (the recipe's epochs plus as many more as the edge
+  epochs' steps fill), ``control_x2`` twice the epochs (an arm with photo-side losses or edge
+  pairs mixed in takes about twice the time per step here, see ``TIME_RATIO``).
+
+Each arm is compared, paired by seed, with its equal-time control, so that what it gains is the
+photos' doing. Runs go through ``_compare`` (parallel one-thread lanes; every finished run's
+scores kept in ``benchmarks/results/photos_<data>_cells.json``, so a campaign carries on across
+sessions). The best recipe at full labels is chosen by mean validation acc@1; test acc@1 is read
+once, at the end. Results: ``benchmarks/results/photos_<data>.json``, ``.png`` and the
+``photos_<data>`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+from dataclasses import dataclass, replace
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+from _compare import Arm, markdown_table, plot, run_campaign, summarise
+from _record import RESULTS_DIR, SHARED_DATA, record
+
+from fgsbir.config import DataConfig
+from fgsbir.data.dataset import load_data
+from fgsbir.data.layouts import cache_dir
+from fgsbir.data.synthetic import ensure_synthetic
+from fgsbir.models.embedding import EmbeddingArch
+from fgsbir.train.photo_side import PhotoLosses
+from fgsbir.train.supervised import EdgePairs, TrainConfig, train
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """Where a campaign's labelled pairs and extra unlabelled photos are."""
+
+    name: str  # the results' name: photos_<name>
+    path: str
+    pool: tuple[str, ...] = ()
+    fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+DATA_SETS = ("shoe-v1", "sketchy-subset", "synthetic")
+
+
+def data_set(name: str) -> DataSet:
+    """A campaign's data set (the synthetic ones are made on first use)."""
+    if name == "shoe-v1":
+        shoe_v2 = str(SHARED_DATA / "shoev2-photos")
+        return DataSet("shoe_v1", str(SHARED_DATA / "qmul-shoe-v1"), (shoe_v2,))
+    if name == "sketchy-subset":  # two classes, no other photos: nothing unlabelled at 1.0
+        return DataSet("sketchy_subset", str(SHARED_DATA / "sketchy-subset"), (), (0.25, 0.5))
+    pool = ensure_synthetic(n_photos=200, sketches_per_photo=1, seed=1) / "photo"
+    return DataSet("synthetic", str(ensure_synthetic()), (str(pool),))
+
+
+def recipe(
+    data: DataSet,
+    fraction: float,
+    seed: int,
+    edge_epochs: int = 0,
+    extra_epochs: int = 0,
+    edges: EdgePairs | None = None,
+    photo: PhotoLosses | None = None,
+    backbone: str | None = None,
+) -> TrainConfig:
+    """The default recipe on ``fraction`` of the labelled pairs, with the unlabelled pool, the
+    given edge pairs (``edge_epochs`` leading epochs unless ``edges`` says more), photo-side
+    losses and backbone."""
+    config = TrainConfig(
+        data=DataConfig(path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction,
+                        seed=seed),
+        edges=edges or EdgePairs(epochs=edge_epochs),
+        photo=photo or PhotoLosses(),
+    )  # fmt: skip
+    if backbone:
+        config = replace(config, model=replace(config.model, backbone=backbone))
+    return replace(config, run=replace(config.run, epochs=config.run.epochs + extra_epochs))
+
+
+@cache
+def photo_counts(data: DataSet, fraction: float, seed: int) -> tuple[int, int]:
+    """Labelled training photos and unlabelled photos of a fraction and seed."""
+    dataset = load_data(recipe(data, fraction, seed).data)
+    return len(dataset.train.photos), len(dataset.unlabelled)
+
+
+def equal_steps_control(data: DataSet, fraction: float, seed: int, edge_epochs: int) -> TrainConfig:
+    """The labelled-pairs recipe with as many more epochs as ``edge_epochs`` of edge pairs take
+    steps (one edge pair per unlabelled photo, near enough: photos without edges are rare)."""
+    base = recipe(data, fraction, seed)
+    labelled, unlabelled = photo_counts(data, fraction, seed)
+    labelled_steps = max(1, labelled // base.batch_size)
+    edge_steps = edge_epochs * (unlabelled // base.batch_size)
+    return recipe(data, fraction, seed, extra_epochs=round(edge_steps / labelled_steps))
+
+
+TIME_RATIO = 2.0
+"""Training time of an arm with a photo-side loss or mixed-in edge pairs over the labelled-pairs
+recipe, measured here on Shoe-V1 at a quarter of the labels (1.7-2.5 on one thread): what its
+equal-time control ``control_x2`` multiplies the epochs by."""
+
+
+def equal_time_control(data: DataSet, fraction: float, seed: int) -> TrainConfig:
+    """The labelled-pairs recipe trained :data:`TIME_RATIO` times as many epochs."""
+    epochs = TrainConfig().run.epochs
+    return recipe(data, fraction, seed, extra_epochs=round(epochs * (TIME_RATIO - 1)))
+
+
+def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
+    """Every arm, each with the equal-time control it is compared with (paired by seed)."""
+
+    def arm(name: str, baseline: str | None = None, **parts: Any) -> Arm:
+        return Arm(name, partial(recipe, data, **parts), train, baseline)
+
+    neighbourhood = PhotoLosses(neighbourhood=1.0)
+    return [
+        arm("base"),
+        Arm("control", partial(equal_steps_control, data, edge_epochs=edge_epochs), train, "base"),
+        arm("edges", "control", edge_epochs=edge_epochs),
+        Arm("control_x2", partial(equal_time_control, data), train, "base"),
+        arm("neighbourhood", "control_x2", photo=neighbourhood),
+        arm("distill", "control_x2", photo=PhotoLosses(distill=1.0)),
+        arm("intra", "control_x2", photo=PhotoLosses(intra=1.0)),
+        arm("edges_mix", "control_x2", edges=EdgePairs(per_batch=8)),
+        arm("edges_neighbourhood", "control", edge_epochs=edge_epochs, photo=neighbourhood),
+        arm("lite1", "base", backbone="efficientnet_lite1"),
+        arm("lite2", "base", backbone="efficientnet_lite2"),
+    ]
+
+
+BACKBONE_ARMS = {"base": EmbeddingArch().backbone, "lite1": "efficientnet_lite1",
+                 "lite2": "efficientnet_lite2"}  # fmt: skip
+
+
+def choose(results: dict[str, Any], names: list[str]) -> str | None:
+    """Of ``names``, the arm with the best mean validation acc@1 at full labels."""
+    full = results.get("1.0", {})
+    ran = [name for name in names if full.get(name)]
+    return max(
+        ran,
+        key=lambda name: statistics.mean(r["val_acc@1"] for r in full[name].values()),
+        default=None,
+    )
+
+
+def best_recipe(summary: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The arm with the best mean validation acc@1 at full labels, with its test numbers."""
+    chosen = choose(results, list(results.get("1.0", {})))
+    if chosen is None:
+        return {}
+    cell = summary["1.0"][chosen]
+    keys = ("seeds", "acc@1", "acc@1_mean", "acc@1_std", "val_acc@1_mean")
+    return {"name": chosen, "chosen_by": "mean validation acc@1"} | {k: cell[k] for k in keys}
+
+
+def unlabelled_gains(summary: dict[str, Any], chosen: list[Arm]) -> dict[str, Any]:
+    """Per fraction below 1, the arm with the unlabelled photos whose validation acc@1 is best,
+    against its equal-time control: the paired test acc@1 difference with its 95% CI."""
+    controls = {"base", "control", "control_x2"} | set(BACKBONE_ARMS)
+    gains = {}
+    for fraction, cells in summary.items():
+        candidates = [
+            arm for arm in chosen
+            if arm.name not in controls and cells[arm.name].get("paired_seeds")
+        ]  # fmt: skip
+        if fraction == "1.0" or not candidates:
+            continue
+        arm = max(candidates, key=lambda arm: cells[arm.name]["val_acc@1_mean"])
+        cell = cells[arm.name]
+        gains[fraction] = {"recipe": arm.name, "vs": arm.baseline, "seeds": cell["paired_seeds"]}
+        gains[fraction] |= {k: cell[k] for k in ("diff_mean", "ci95_low", "ci95_high")}
+        gains[fraction]["chosen_by"] = "mean validation acc@1"
+    return gains
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=DATA_SETS, default="shoe-v1")
+    parser.add_argument("--fractions", type=float, nargs="+", help="default: the data set's")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--arms", nargs="+", help="the arms to run (default: all)")
+    parser.add_argument("--edge-epochs", type=int, default=2)
+    parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
+    parser.add_argument(
+        "--report-only", action="store_true", help="summarise the finished runs, train nothing"
+    )
+    parser.add_argument("--out", type=Path, help="run folders (default: in the cache folder)")
+    args = parser.parse_args()
+    data = data_set(args.data)
+    for folder in (data.path, *data.pool):
+        if not Path(folder).is_dir():
+            raise SystemExit(f"needs {folder} (see ../shared/data/README.md)")
+
+    name = f"photos_{data.name}"
+    every = arms(data, args.edge_epochs)
+    chosen = [arm for arm in every if arm.name in (args.arms or [arm.name])]
+    results = run_campaign(
+        chosen,
+        args.fractions or data.fractions,
+        args.seeds,
+        args.out or cache_dir() / "benchmarks" / name,
+        RESULTS_DIR / f"{name}_cells.json",
+        args.lanes,
+        not args.report_only,
+    )
+    summary = summarise(results, chosen)
+    plot(summary, RESULTS_DIR / f"{name}.png")
+    table = markdown_table(summary)
+    print(table)
+    command = " ".join(["python", "benchmarks/photos.py", *map(shlex.quote, sys.argv[1:])])
+    record(
+        name,
+        {
+            "best_recipe": best_recipe(summary, results),
+            "backbone": BACKBONE_ARMS.get(choose(results, list(BACKBONE_ARMS)) or "base"),
+            "unlabelled_gain": unlabelled_gains(summary, chosen),
+            "arms": summary,
+            "table": table.splitlines(),
+            "edge_epochs": args.edge_epochs,
+            "time_ratio": TIME_RATIO,
+            "plot": f"benchmarks/results/{name}.png",
+        },
+        command,
+    )
+
+
+if __name__ == "__main__":
+    main()

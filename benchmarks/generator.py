@@ -1,42 +1,60 @@
-"""Generator benchmark: held-out NLL, faithfulness of generated sketches, and drawing speed.
+"""Generator benchmark: the two decoders over seeds -- held-out NLL, faithfulness, realism, speed.
 
-For each data set (``sketchy-subset``: real vector pairs; ``qmul-shoe-v1``: traced raster
-sketches), on its held-out test photos:
+For each data set (``qmul-shoe-v1``: traced raster sketches; ``sketchy-subset``: real vector
+pairs; ``synthetic``: the built-in set, for smoke runs), each decoder (``edge_pointer``, the
+default, and the older ``attentive``) and each seed (the validation split, initial weights and
+batches), a generator is trained (:func:`generator_config`) and scored on the test photos:
 
 * ``nll``: per-point negative log-likelihood of the real test sketches (offsets in units of the
   run's scale factor, pen states with the end included; ``z`` = the posterior mean);
-* ``faithful``: a supervised retrieval model is queried with the *generated* sketch of every test
-  photo against all test photos; ``acc@1``/``acc@10`` beside ``chance`` (``1/n``, ``10/n``) and
-  beside the same model queried with the real test sketches. Greedy decoding, and sampling at
-  temperature 0.3 (mean of 10 draws);
-* ``speed``: sketches per second drawing 256 photos in batches of 64 (photos already decoded;
-  preprocessing, encoder, decoder and conversion to ``Sketch`` included), greedy and sampled.
+* ``faithful``: one supervised retrieval model per data set (the *judge*, seed 0) is queried with
+  the *generated* sketch of every test photo against all test photos; ``acc@1``/``acc@10``
+  beside ``chance`` (``1/n``, ``10/n``) and beside the judge queried with the real test
+  sketches. Greedy decoding, and sampling at temperature 0.3 (mean of 10 draws);
+* ``realism``: generated against real test sketches -- strokes and points per sketch, ink length
+  (as a share of the canvas side), and the accuracy of a real-vs-generated classifier (logistic
+  regression on the judge's sketch embeddings, one real and one generated sketch per photo,
+  cross-validated over 5 folds of photos: 0.5 = indistinguishable);
+* ``speed``: sketches per second drawing 256 photos in batches of 64 (one thread; lanes share the
+  machine, so a rough figure).
 
-The generator and retrieval runs come from ``--generator NAME=RUN_DIR`` / ``--retrieval
-NAME=RUN_DIR``; a missing one is trained (time-boxed) into ``runs/bench-*-NAME`` with the settings
-below, or resumed there. A grid of test photos with their generated and real sketches is written to
-``benchmarks/results/generator_NAME.png``.
-
-Run ``python benchmarks/generator.py`` (``--quick`` for a smoke run that is not recorded).
+Each finished (data set, decoder, seed) cell's scores are kept in
+``benchmarks/results/generator_cells.json``, keyed by a digest of the generator's and the
+judge's settings, with the commit (run folders in the cache folder); a campaign carries on across
+sessions, ``--lanes`` cells at a time. ``benchmarks/results/generator.json`` keeps its layout:
+``<data set>/faithful/<greedy|T=0.3>/acc@1`` and ``x_chance@1`` (and ``nll``, ``realism``...)
+are the default decoder's means over seeds; ``<data set>/decoders/<name>`` has each decoder's
+means and per-seed numbers, ``<data set>/edge_pointer_minus_attentive`` the paired differences
+with 95% CIs, ``<data set>/targets`` the issue's targets. A grid of test photos with their
+generated and real sketches goes to ``benchmarks/results/generator_<data set>.png``.
+``--smoke``: one-epoch runs of small models on the synthetic set, kept in the cache folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import multiprocessing
+import shlex
+import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _compare import paired_difference
 from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
 
-from fgsbir.config import DataConfig, RunOptions
-from fgsbir.data.dataset import load_dataset
+from fgsbir.config import DataConfig, RunOptions, config_to_dict
+from fgsbir.data.dataset import Split, load_dataset
+from fgsbir.data.layouts import cache_dir
 from fgsbir.data.photos import load_photo
+from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.evaluate import evaluate_split, retrieval_metrics
 from fgsbir.inference import (
     Embedder,
@@ -46,10 +64,13 @@ from fgsbir.inference import (
     write_generated_grid,
 )
 from fgsbir.models.generator import GeneratorArch
+from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import GeneratorConfig, train_generator
 from fgsbir.train.supervised import TrainConfig, train
 
-DATASETS = ("sketchy-subset", "qmul-shoe-v1")
+DATASETS = ("qmul-shoe-v1", "sketchy-subset", "synthetic")
+DECODERS = ("edge_pointer", "attentive")
+DEFAULT_DECODER = GeneratorArch().decoder
 PRETRAIN_DATA = {
     # the unlabelled Shoe-V2 photos, with their traced edge maps as sketches
     "qmul-shoe-v1": "shoev2-photos",
@@ -61,9 +82,22 @@ TEMPERATURE = 0.3
 DRAWS = 10  # sampled acc@1 moves by a photo or two between draws of 115
 SPEED_PHOTOS = 256
 SPEED_BATCH = 64
+FOLDS = 5
+TARGETS = {  # the issue's
+    "qmul-shoe-v1": {"greedy_acc@1": 0.25, "nll_at_most": 2.68},
+    "sketchy-subset": {"greedy_x_chance@1": 5.0},
+}
 
 
-def generator_config(name: str, quick: bool) -> GeneratorConfig:
+def data_paths(name: str) -> tuple[str, str | None]:
+    """A data set's folder and the source its generators pre-train on."""
+    if name == "synthetic":
+        pool = ensure_synthetic(n_photos=200, sketches_per_photo=1, seed=1) / "photo"
+        return str(ensure_synthetic()), str(pool)
+    return str(SHARED_DATA / name), str(SHARED_DATA / PRETRAIN_DATA[name])
+
+
+def generator_config(name: str, decoder: str, seed: int) -> GeneratorConfig:
     """The benchmark's generator: hidden 256, recurrent dropout 0.1, frozen ImageNet
     EfficientNet-Lite0 over photos as edge maps; the decoder is first pre-trained on
     ``PRETRAIN_DATA``, then trained on the pairs.
@@ -73,53 +107,138 @@ def generator_config(name: str, quick: bool) -> GeneratorConfig:
     against 11.9th (0.16) after pre-training on the Chair-V2 sketches (chance: 15.5th). Recurrent
     dropout 0.1 lowered the validation NLL on two seeds' splits (2.74 -> 2.73, 2.60 -> 2.53; greedy
     MRR 0.26 -> 0.37, 0.24 -> 0.25); 0.25 did worse (NLL 2.75, MRR 0.16)."""
+    path, pretrain = data_paths(name)
     return GeneratorConfig(
-        data=DataConfig(str(SHARED_DATA / name)),
-        run=RunOptions(
-            out=str(ROOT / "runs" / f"bench-generator-{name}{'-quick' if quick else ''}"),
-            epochs=1 if quick else 60,
-            time_budget_s=60 if quick else 1500,
-            threads=1,
-        ),
-        model=GeneratorArch(hidden=256),
-        pretrain_data=str(SHARED_DATA / PRETRAIN_DATA[name]),
-        pretrain_epochs=1 if quick else 15,
+        data=DataConfig(path, seed=seed),
+        run=RunOptions(epochs=60),
+        model=GeneratorArch(decoder=decoder, hidden=256),  # type: ignore[arg-type]
+        pretrain_data=pretrain,
+        pretrain_epochs=15,
     )
 
 
-def retrieval_config(name: str, quick: bool) -> TrainConfig:
-    return TrainConfig(
-        data=DataConfig(str(SHARED_DATA / name)),
-        run=RunOptions(
-            out=str(ROOT / "runs" / f"bench-retrieval-{name}{'-quick' if quick else ''}"),
-            epochs=1 if quick else 30,
-            time_budget_s=60 if quick else 1500,
-        ),
+def judge_config(name: str) -> TrainConfig:
+    """The retrieval model that judges every generator of a data set."""
+    return TrainConfig(data=DataConfig(data_paths(name)[0]), run=RunOptions(epochs=30))
+
+
+def tiny(config: Any) -> Any:
+    """``config`` cut to one epoch of a small model (``--smoke``)."""
+    if isinstance(config, GeneratorConfig):
+        model = replace(config.model, image_size=64, hidden=32, z_dim=8, components=3,
+                        max_points=40, edge_points=40)  # fmt: skip
+        return replace(config, run=replace(config.run, epochs=1), model=model, pretrain_epochs=1)
+    return replace(config, run=replace(config.run, epochs=1),
+                   prep=replace(config.prep, image_size=64))  # fmt: skip
+
+
+def digest(config: Any) -> str:
+    """A short hash of a run's settings, but where and on what it runs."""
+    settings = config_to_dict(config)
+    for key in ("out", "device", "threads"):
+        settings["run"].pop(key)
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def commit() -> str:
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
     )
+    return done.stdout.strip() or "unknown"
+
+
+def on_one_thread(config: Any, folder: Path) -> Any:
+    return replace(config, run=replace(config.run, out=str(folder), threads=1))
+
+
+def train_judge(config: TrainConfig, folder: Path) -> str:
+    """Train (or resume, or just re-score) a judge; its folder."""
+    train(on_one_thread(config, folder))
+    return str(folder)
+
+
+# -- scoring one generator ---------------------------------------------------------------------
+
+
+def ink_length(sketch: Sketch) -> float:
+    """Length of the sketch's strokes as a share of its canvas's longer side."""
+    length = sum(float(np.linalg.norm(np.diff(s, axis=0), axis=1).sum()) for s in sketch.strokes)
+    return length / max(sketch.width, sketch.height)
+
+
+def sketch_stats(sketches: list[Sketch]) -> dict[str, float]:
+    return {
+        "strokes": round(float(np.mean([s.num_strokes for s in sketches])), 2),
+        "points": round(float(np.mean([len(s.points) for s in sketches])), 1),
+        "ink_length": round(float(np.mean([ink_length(s) for s in sketches])), 3),
+    }
+
+
+def logistic_regression(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of an L2-regularised logistic regression of ``y`` (0/1) on ``x``."""
+    weight = torch.zeros(x.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weight, bias], max_iter=200)
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y)
+        value = value + 1e-3 * weight.square().sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return weight.detach(), bias.detach()
+
+
+def probe_accuracy(real: np.ndarray, generated: np.ndarray, seed: int = 0) -> float:
+    """Held-out accuracy of a logistic regression telling ``real`` from ``generated`` embeddings
+    (row i of each: the same photo), over ``FOLDS`` folds of photos."""
+    n = len(real)
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), min(FOLDS, n))
+    x = torch.tensor(np.concatenate([real, generated]), dtype=torch.float32)
+    y = torch.cat([torch.ones(n), torch.zeros(n)])
+    correct = 0
+    for held in folds:
+        test = np.concatenate([held, held + n])
+        fit = np.setdiff1d(np.arange(2 * n), test)
+        weight, bias = logistic_regression(x[fit], y[fit])
+        correct += int(((x[test] @ weight + bias > 0).float() == y[test]).sum())
+    return correct / (2 * n)
 
 
 def faithfulness(
-    generator: TrainedGenerator, embedder: Embedder, photos: list[Any], photo_emb: np.ndarray
-) -> dict[str, dict[str, float]]:
-    """acc@1/acc@10/mean rank of generated sketches retrieving their own photo."""
+    generator: TrainedGenerator, judge: Embedder, test: Split, photos: list[Any],
+    photo_emb: np.ndarray,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:  # fmt: skip
+    """acc@1/acc@10/mean rank of generated sketches retrieving their own photo, and their
+    realism against one real sketch of each photo (greedy, and the first sampled draw)."""
     truth = np.arange(len(photos))
-    results = {}
+    sketched = [i for i in truth if test.sketches_of(i)]
+    real = [test.sketches_of(i)[0].sketch for i in sketched]
+    real_emb = judge.embed_sketches(real)
+    results, realism = {}, {"real": sketch_stats(real)}
     for label, temperature, draws in (
         ("greedy", 0.0, 1),
         (f"T={TEMPERATURE:g}", TEMPERATURE, DRAWS),
     ):
         runs = []
         torch.manual_seed(0)
-        for _ in range(draws):
+        for draw in range(draws):
             sketches = generator.draw(photos, temperature)
-            metrics = retrieval_metrics(embedder.embed_sketches(sketches), photo_emb, truth)
-            runs.append(metrics)
+            embedded = judge.embed_sketches(sketches)
+            runs.append(retrieval_metrics(embedded, photo_emb, truth))
+            if draw == 0:
+                accuracy = probe_accuracy(real_emb, embedded[sketched])
+                realism[label] = sketch_stats(sketches) | {"classifier_acc": round(accuracy, 4)}
         results[label] = {
             key: round(float(np.mean([m[key] for m in runs])), 4)
             for key in ("acc@1", "acc@10", "mean_rank")
         }
         results[label]["empty_sketches"] = sum(s.is_empty for s in sketches)
-    return results
+    return results, realism
 
 
 def speed(generator: TrainedGenerator, photos: list[Any]) -> dict[str, float]:
@@ -130,75 +249,190 @@ def speed(generator: TrainedGenerator, photos: list[Any]) -> dict[str, float]:
         began = time.perf_counter()
         generator.draw(pool, temperature, batch_size=SPEED_BATCH)
         result[f"{label}_sketches_per_s"] = round(SPEED_PHOTOS / (time.perf_counter() - began), 1)
-    result["batch_size"] = SPEED_BATCH
     return result
 
 
-def benchmark(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    if name in args.generator:
-        gen_dir = Path(args.generator[name])
-    else:  # train, resume, or (when finished) just re-score the benchmark's own run
-        gen_config = generator_config(name, args.quick)
-        train_generator(gen_config)
-        gen_dir = Path(gen_config.run.out)
-    if name in args.retrieval:
-        ret_dir = Path(args.retrieval[name])
-    else:
-        ret_config = retrieval_config(name, args.quick)
-        train(ret_config)
-        ret_dir = Path(ret_config.run.out)
-
-    generator = load_generator(gen_dir, "cpu")
-    embedder = load_embedder(ret_dir, "cpu")
-    test = load_dataset(SHARED_DATA / name).test
+def run_cell(config: GeneratorConfig, folder: Path, judge_dir: str, name: str) -> dict[str, Any]:
+    """Train (or resume) one generator on one thread and score it on the test photos."""
+    trained = train_generator(on_one_thread(config, folder))
+    generator = load_generator(folder, "cpu")
+    judge = load_embedder(judge_dir, "cpu")
+    test = load_dataset(data_paths(name)[0]).test
     photos = [load_photo(p) for p in test.photos]
-    real, _, photo_emb = evaluate_split(embedder, test)
+    real, _, photo_emb = evaluate_split(judge, test)
     n = len(photos)
+    faithful, realism = faithfulness(generator, judge, test, photos, photo_emb)
+    nll = generator.nll(test) or {}
     result: dict[str, Any] = {
-        "generator_run": str(gen_dir),
-        "retrieval_run": str(ret_dir),
         "test_photos": n,
-        "nll": generator.nll(test),
-        "faithful": faithfulness(generator, embedder, photos, photo_emb),
+        "nll": {k: round(v, 4) if isinstance(v, float) else v for k, v in nll.items()},
+        "faithful": faithful,
         "real_sketches": {k: round(float(real[k]), 4) for k in ("acc@1", "acc@10", "mean_rank")},
         "chance": {"acc@1": round(1 / n, 4), "acc@10": round(min(10, n) / n, 4)},
+        "realism": realism,
         "speed": speed(generator, photos),
+        "best_epoch": trained["best_epoch"],
+        "epochs_trained": trained["epochs_trained"],
+        "train_s": trained["train_s"],
+        "commit": commit(),
     }
-    for scores in result["faithful"].values():
+    for scores in faithful.values():
         scores["x_chance@1"] = round(scores["acc@1"] / result["chance"]["acc@1"], 2)
         scores["of_real@1"] = round(scores["acc@1"] / max(real["acc@1"], 1e-9), 3)
-    grid = RESULTS_DIR / f"generator_{name}.png"
-    write_generated_grid(generator, test, grid, rows=8)
-    result["grid"] = str(grid.relative_to(ROOT))
     return result
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    pairs = dict(item.split("=", 1) for item in items)
-    unknown = set(pairs) - set(DATASETS)
-    if unknown:
-        raise SystemExit(f"unknown data set(s) {sorted(unknown)}; known: {', '.join(DATASETS)}")
-    return pairs
+# -- the campaign ------------------------------------------------------------------------------
+
+
+def run_campaign(
+    names: list[str], decoders: list[str], seeds: list[int], root: Path, store: Path,
+    lanes: int, smoke: bool, train_too: bool,
+) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:  # fmt: skip
+    """Every cell's scores, ``[data set][decoder][seed]``: from the ``store`` where there, else
+    (with ``train_too``) trained ``lanes`` at a time after the judges, and stored as each ends."""
+    shrink = tiny if smoke else (lambda config: config)
+    cells = json.loads(store.read_text()) if store.is_file() else {}
+    judges = {name: shrink(judge_config(name)) for name in names}
+    judge_dirs = {name: root / name / "judge" / digest(c) for name, c in judges.items()}
+    results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    todo = []
+    for seed in seeds:
+        for name in names:
+            for decoder in decoders:
+                config = shrink(generator_config(name, decoder, seed))
+                key = f"{name}/{decoder}/seed{seed}/{digest(config)}/{digest(judges[name])}"
+                slot = results.setdefault(name, {}).setdefault(decoder, {})
+                if key in cells:
+                    slot[seed] = cells[key]
+                elif train_too:
+                    folder = root / name / decoder / f"seed{seed}" / digest(config)
+                    todo.append((key, slot, seed, config, folder, name))
+    if not todo:
+        return results
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(lanes, mp_context=context) as pool:
+        needed = {name for *_, name in todo}
+        for future in [pool.submit(train_judge, judges[n], judge_dirs[n]) for n in needed]:
+            future.result()
+        futures = [
+            (key, slot, seed, pool.submit(run_cell, config, folder, str(judge_dirs[name]), name))
+            for key, slot, seed, config, folder, name in todo
+        ]
+        for key, slot, seed, future in futures:
+            slot[seed] = cells[key] = future.result()
+            store.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
+    return results
+
+
+def mean_of(cells: list[dict[str, Any]]) -> Any:
+    """The mean of each number over ``cells`` (nested dicts of the same keys), 4 decimals."""
+    first = cells[0]
+    if isinstance(first, dict):
+        return {key: mean_of([cell[key] for cell in cells]) for key in first}
+    if isinstance(first, bool) or not isinstance(first, (int, float)):
+        return first
+    return round(statistics.mean(cells), 4)
+
+
+HEADLINE = {  # the numbers the decoders are compared on: path in a cell
+    "nll": ("nll", "nll"),
+    "greedy_acc@1": ("faithful", "greedy", "acc@1"),
+    "sampled_acc@1": ("faithful", f"T={TEMPERATURE:g}", "acc@1"),
+    "greedy_classifier_acc": ("realism", "greedy", "classifier_acc"),
+}
+
+
+def at(cell: dict[str, Any], path: tuple[str, ...]) -> float:
+    for key in path:
+        cell = cell[key]
+    return float(cell)  # type: ignore[arg-type]
+
+
+def summarise(name: str, by_decoder: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """A data set's results: the default decoder's means in the old layout, every decoder's means
+    and seeds, the paired differences between the decoders, and the targets."""
+    decoders = {}
+    for decoder, runs in by_decoder.items():
+        if runs:
+            seeds = sorted(runs)
+            decoders[decoder] = {"seeds": seeds, "mean": mean_of([runs[s] for s in seeds]),
+                                 "per_seed": {str(s): runs[s] for s in seeds}}  # fmt: skip
+    summary: dict[str, Any] = {}
+    if DEFAULT_DECODER in decoders:
+        mean = decoders[DEFAULT_DECODER]["mean"]
+        keep = ("test_photos", "nll", "faithful", "real_sketches", "chance", "realism", "speed")
+        summary = {"decoder": DEFAULT_DECODER, "seeds": decoders[DEFAULT_DECODER]["seeds"]}
+        summary |= {key: mean[key] for key in keep}
+    summary["decoders"] = decoders
+    new, old = by_decoder.get("edge_pointer", {}), by_decoder.get("attentive", {})
+    if shared := sorted(set(new) & set(old)):
+        summary["edge_pointer_minus_attentive"] = {"seeds": shared} | {
+            label: paired_difference([at(new[s], p) for s in shared],
+                                     [at(old[s], p) for s in shared])
+            for label, p in HEADLINE.items()
+        }  # fmt: skip
+    if name in TARGETS and "faithful" in summary:
+        greedy, nll = summary["faithful"]["greedy"], summary["nll"]["nll"]
+        found = {"greedy_acc@1": greedy["acc@1"], "greedy_x_chance@1": greedy["x_chance@1"],
+                 "nll_at_most": nll}  # fmt: skip
+        summary["targets"] = {
+            key: {"target": goal, "found": found[key],
+                  "met": found[key] <= goal if key == "nll_at_most" else found[key] >= goal}
+            for key, goal in TARGETS[name].items()
+        }  # fmt: skip
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one-epoch runs, nothing recorded")
-    parser.add_argument("--generator", action="append", default=[], metavar="NAME=RUN_DIR")
-    parser.add_argument("--retrieval", action="append", default=[], metavar="NAME=RUN_DIR")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS[:2]), choices=DATASETS)
+    parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=DECODERS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
+    parser.add_argument(
+        "--report-only", action="store_true", help="summarise the finished runs, train nothing"
+    )
+    parser.add_argument("--out", type=Path, help="run folders (default: in the cache folder)")
+    parser.add_argument("--smoke", action="store_true", help="one-epoch runs, nothing recorded")
     args = parser.parse_args()
-    args.generator, args.retrieval = _pairs(args.generator), _pairs(args.retrieval)
-    torch.set_num_threads(1)  # the machine's two cores are shared; one thread is faster here
-    if not SHARED_DATA.is_dir():
-        raise SystemExit(f"{SHARED_DATA}: shared data not found")
-    results: dict[str, Any] = {"settings": {"temperature": TEMPERATURE, "draws": DRAWS}}
     for name in args.datasets:
-        results[name] = benchmark(name, args)
-        print(name, results[name], flush=True)
-    if not args.quick:
-        command = "python benchmarks/generator.py " + " ".join(sys.argv[1:])
-        record("generator", results, command.strip())
+        for folder in filter(None, data_paths(name)):
+            if not Path(folder).exists():
+                raise SystemExit(f"needs {folder} (see ../shared/data/README.md)")
+    torch.set_num_threads(1)  # the machine's two cores are shared; one thread is faster here
+    runs = args.out or cache_dir() / "benchmarks" / (
+        "generator_smoke" if args.smoke else "generator"
+    )
+    results_dir = runs if args.smoke else RESULTS_DIR
+    runs.mkdir(parents=True, exist_ok=True)
+    found = run_campaign(
+        args.datasets, args.decoders, args.seeds, runs, results_dir / "generator_cells.json",
+        args.lanes, args.smoke, not args.report_only,
+    )  # fmt: skip
+    results: dict[str, Any] = {
+        "settings": {"temperature": TEMPERATURE, "draws": DRAWS, "decoders": args.decoders,
+                     "seeds": args.seeds, "judge_seed": 0, "classifier_folds": FOLDS},
+    }  # fmt: skip
+    for name in args.datasets:
+        results[name] = summarise(name, found.get(name, {}))
+        runs_of = found.get(name, {}).get(DEFAULT_DECODER, {})
+        if runs_of:  # the grid of the default decoder's first seed, where its run folder is here
+            seed = min(runs_of)
+            config = generator_config(name, DEFAULT_DECODER, seed)
+            folder = runs / name / DEFAULT_DECODER / f"seed{seed}"
+            folder = folder / digest(tiny(config) if args.smoke else config)
+            if (folder / "config.json").is_file():
+                grid = results_dir / f"generator_{name}.png"
+                test = load_dataset(data_paths(name)[0]).test
+                write_generated_grid(load_generator(folder, "cpu"), test, grid, rows=8)
+                results[name]["grid"] = str(grid if args.smoke else grid.relative_to(ROOT))
+        print(name, json.dumps({k: v for k, v in results[name].items() if k != "decoders"}))
+    if args.smoke:
+        (results_dir / "generator.json").write_text(json.dumps(results, indent=2) + "\n")
+        return
+    command = " ".join(["python", "benchmarks/generator.py", *map(shlex.quote, sys.argv[1:])])
+    record("generator", results, command)
 
 
 if __name__ == "__main__":

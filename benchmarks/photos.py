@@ -3,7 +3,8 @@
 The labelled pairs are a seeded share of the data set's training photos; the unlabelled pool is
 the training photos whose sketches were dropped, plus a photo folder where the data set has one
 (Shoe-V1: the 2,000 Shoe-V2 photos; synthetic: 200 more synthetic shoes). Every arm is the
-default supervised recipe (``TrainConfig()``) plus its parts:
+supervised recipe (``TrainConfig()``, on the backbone it was first measured with,
+:data:`CAMPAIGN_BACKBONE`, unless the arm says otherwise) plus its parts:
 
 * ``base``: the labelled pairs only;
 * ``edges``: ``--edge-epochs`` epochs on edge pseudo-pairs of the unlabelled photos (each photo
@@ -11,7 +12,9 @@ default supervised recipe (``TrainConfig()``) plus its parts:
 * ``neighbourhood`` / ``distill`` / ``intra``: one photo-side loss (weight 1) over the step's
   labelled and unlabelled photos (:mod:`fgsbir.train.photo_side`);
 * ``edges_neighbourhood``: edge pre-training and the neighbourhood loss;
-* ``lite1`` / ``lite2``: the recipe on EfficientNet-Lite1 / Lite2 (the backbone choice);
+* ``lite1`` / ``lite2``: the recipe on EfficientNet-Lite1 / Lite2 (the backbone choice: Lite1
+  became the default on these arms' validation numbers); ``lite1_control`` and ``lite1_edges``
+  repeat ``control`` and ``edges`` on Lite1;
 * equal-time controls, the labelled pairs only, trained as long as the arms they stand beside:
   ``control`` as many steps as ``edges`` (the recipe's epochs plus as many more as the edge
   epochs' steps fill), ``control_x2`` twice the epochs (an arm with photo-side losses or edge
@@ -43,7 +46,6 @@ from fgsbir.config import DataConfig
 from fgsbir.data.dataset import load_data
 from fgsbir.data.layouts import cache_dir
 from fgsbir.data.synthetic import ensure_synthetic
-from fgsbir.models.embedding import EmbeddingArch
 from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.supervised import EdgePairs, TrainConfig, train
 
@@ -72,6 +74,10 @@ def data_set(name: str) -> DataSet:
     return DataSet("synthetic", str(ensure_synthetic()), (str(pool),))
 
 
+CAMPAIGN_BACKBONE = "efficientnet_lite0"
+"""The backbone of the arms that name none: the default when the campaign began."""
+
+
 def recipe(
     data: DataSet,
     fraction: float,
@@ -80,7 +86,7 @@ def recipe(
     extra_epochs: int = 0,
     edges: EdgePairs | None = None,
     photo: PhotoLosses | None = None,
-    backbone: str | None = None,
+    backbone: str = CAMPAIGN_BACKBONE,
 ) -> TrainConfig:
     """The default recipe on ``fraction`` of the labelled pairs, with the unlabelled pool, the
     given edge pairs (``edge_epochs`` leading epochs unless ``edges`` says more), photo-side
@@ -91,8 +97,7 @@ def recipe(
         edges=edges or EdgePairs(epochs=edge_epochs),
         photo=photo or PhotoLosses(),
     )  # fmt: skip
-    if backbone:
-        config = replace(config, model=replace(config.model, backbone=backbone))
+    config = replace(config, model=replace(config.model, backbone=backbone))
     return replace(config, run=replace(config.run, epochs=config.run.epochs + extra_epochs))
 
 
@@ -103,14 +108,17 @@ def photo_counts(data: DataSet, fraction: float, seed: int) -> tuple[int, int]:
     return len(dataset.train.photos), len(dataset.unlabelled)
 
 
-def equal_steps_control(data: DataSet, fraction: float, seed: int, edge_epochs: int) -> TrainConfig:
+def equal_steps_control(
+    data: DataSet, fraction: float, seed: int, edge_epochs: int, backbone: str = CAMPAIGN_BACKBONE
+) -> TrainConfig:
     """The labelled-pairs recipe with as many more epochs as ``edge_epochs`` of edge pairs take
     steps (one edge pair per unlabelled photo, near enough: photos without edges are rare)."""
     base = recipe(data, fraction, seed)
     labelled, unlabelled = photo_counts(data, fraction, seed)
     labelled_steps = max(1, labelled // base.batch_size)
     edge_steps = edge_epochs * (unlabelled // base.batch_size)
-    return recipe(data, fraction, seed, extra_epochs=round(edge_steps / labelled_steps))
+    extra = round(edge_steps / labelled_steps)
+    return recipe(data, fraction, seed, extra_epochs=extra, backbone=backbone)
 
 
 TIME_RATIO = 2.0
@@ -132,9 +140,11 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
         return Arm(name, partial(recipe, data, **parts), train, baseline)
 
     neighbourhood = PhotoLosses(neighbourhood=1.0)
+    control = partial(equal_steps_control, data, edge_epochs=edge_epochs)
+    lite1 = "efficientnet_lite1"
     return [
         arm("base"),
-        Arm("control", partial(equal_steps_control, data, edge_epochs=edge_epochs), train, "base"),
+        Arm("control", control, train, "base"),
         arm("edges", "control", edge_epochs=edge_epochs),
         Arm("control_x2", partial(equal_time_control, data), train, "base"),
         arm("neighbourhood", "control_x2", photo=neighbourhood),
@@ -142,12 +152,14 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
         arm("intra", "control_x2", photo=PhotoLosses(intra=1.0)),
         arm("edges_mix", "control_x2", edges=EdgePairs(per_batch=8)),
         arm("edges_neighbourhood", "control", edge_epochs=edge_epochs, photo=neighbourhood),
-        arm("lite1", "base", backbone="efficientnet_lite1"),
+        arm("lite1", "base", backbone=lite1),
         arm("lite2", "base", backbone="efficientnet_lite2"),
+        Arm("lite1_control", partial(control, backbone=lite1), train, "lite1"),
+        arm("lite1_edges", "lite1_control", edge_epochs=edge_epochs, backbone=lite1),
     ]
 
 
-BACKBONE_ARMS = {"base": EmbeddingArch().backbone, "lite1": "efficientnet_lite1",
+BACKBONE_ARMS = {"base": CAMPAIGN_BACKBONE, "lite1": "efficientnet_lite1",
                  "lite2": "efficientnet_lite2"}  # fmt: skip
 
 
@@ -175,7 +187,7 @@ def best_recipe(summary: dict[str, Any], results: dict[str, Any]) -> dict[str, A
 def unlabelled_gains(summary: dict[str, Any], chosen: list[Arm]) -> dict[str, Any]:
     """Per fraction below 1, the arm with the unlabelled photos whose validation acc@1 is best,
     against its equal-time control: the paired test acc@1 difference with its 95% CI."""
-    controls = {"base", "control", "control_x2"} | set(BACKBONE_ARMS)
+    controls = {"control", "control_x2", "lite1_control"} | set(BACKBONE_ARMS)
     gains = {}
     for fraction, cells in summary.items():
         candidates = [

@@ -65,7 +65,7 @@ def test_train_and_evaluate_from_the_command_line(tmp_path, capsys) -> None:
 
     config = json.loads((run / "config.json").read_text())
     assert config["prep"]["image_size"] == 48
-    assert config["model"]["backbone"] == "efficientnet_lite0"
+    assert config["model"]["backbone"] == "efficientnet_lite1"
     assert config["data_info"]["train_photos"] == 27 and config["data_info"]["val_photos"] == 15
     records = read_metrics(run / "metrics.jsonl")
     assert [(r["epoch"], r["split"]) for r in records] == [

@@ -16,7 +16,8 @@ unlabelled; ``--data synthetic``: the built-in data set with 200 other synthetic
 * ``start``: the semi run's start retrieval run as it is (what joint training starts from);
 * ablations, each against ``semi`` (paired by seed; a negative difference: the part helps):
   ``no_disc_weighting``, ``no_distillation``, ``no_policy_gradient``, ``frozen_generator``, and
-  ``semi_attentive`` (the older attentive decoder).
+  ``semi_attentive`` (the older attentive decoder), and ``semi_photo_side`` (with the photo-side
+  neighbourhood and distillation losses of :mod:`fgsbir.train.photo_side` in the joint step).
 
 The start runs are trained once per (fraction, seed, settings) in ``<runs>/_starts`` and shared
 by every arm that starts from them (a lock file keeps two lanes from training one twice); each arm
@@ -55,6 +56,7 @@ from fgsbir.data.layouts import cache_dir
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.train.generator import GeneratorConfig, train_generator
+from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.semi import SemiConfig, train_semi
 from fgsbir.train.semi_parts import CriticConfig, PolicyConfig
 from fgsbir.train.supervised import EdgePairs, TrainConfig, train
@@ -222,6 +224,7 @@ def arms(data: DataSet, starts: Path) -> list[Arm]:
         variant("no_policy_gradient", policy=PolicyConfig(policy_gradient=False)),
         variant("frozen_generator", policy=PolicyConfig(frozen=True)),
         variant("semi_attentive", decoder="attentive"),
+        variant("semi_photo_side", photo=PhotoLosses(neighbourhood=1.0, distill=1.0)),
     ]
 
 

@@ -81,10 +81,14 @@ come from them; the results' ``time`` block gives the measured seconds of each a
 (``semi_over_control`` near 1) and re-tune these."""
 
 
+BACKBONE = "efficientnet_lite1"
+"""The retrieval backbone of every arm: that of the best recipe of benchmarks/photos.py."""
+
+
 def start_recipe(data: DataSet, fraction: float, seed: int) -> TrainConfig:
-    """The semi run's start retrieval run: the best photo-side recipe of benchmarks/photos.py
-    (now ``edges``: two leading epochs of edge pseudo-pairs, then the default recipe)."""
-    return recipe(data, fraction, seed, edges=EdgePairs(epochs=2))
+    """The semi run's start retrieval run: the best recipe of benchmarks/photos.py (now
+    ``lite1_edges``: two leading epochs of edge pseudo-pairs, then the default recipe)."""
+    return recipe(data, fraction, seed, edges=EdgePairs(epochs=2), backbone=BACKBONE)
 
 
 def start_generator(data: DataSet, decoder: Decoder = "edge_pointer") -> GeneratorConfig:
@@ -154,11 +158,10 @@ def equal_time(data: DataSet, fraction: float, seed: int, edge_epochs: int = 0) 
     """The default recipe (after ``edge_epochs`` of edge pairs) with as many more epochs on the
     labelled pairs as fill the semi run's time."""
     n = counts(data, fraction, seed)
-    base = recipe(data, fraction, seed, edge_epochs=edge_epochs)
+    base = recipe(data, fraction, seed, edge_epochs=edge_epochs, backbone=BACKBONE)
     left = semi_cost(data, fraction, seed) - retrieval_cost(base, n)
-    return recipe(
-        data, fraction, seed, edge_epochs, extra_epochs=max(0, round(left / n["batches"]))
-    )
+    extra = max(0, round(left / n["batches"]))
+    return recipe(data, fraction, seed, edge_epochs, extra_epochs=extra, backbone=BACKBONE)
 
 
 # -- start runs shared between arms ----------------------------------------------------------

@@ -186,21 +186,25 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 def plot(summary: dict[str, Any], out_png: Path) -> None:
     """acc@1 against labelled fraction, one line per arm, error bars of one standard deviation."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
     fractions = sorted(summary, key=float)
-    names = list(summary[fractions[0]])
-    for name in names:
+    names = [
+        name for name in summary[fractions[0]] if any(summary[f][name]["seeds"] for f in fractions)
+    ]
+    colours = colormaps["tab20"].colors  # one colour per arm, up to 20 arms
+    for name, colour in zip(names, colours, strict=False):
         xs = [float(f) for f in fractions if summary[f][name]["seeds"]]
         cells = [summary[f][name] for f in fractions if summary[f][name]["seeds"]]
         ax.errorbar(
             xs, [c["acc@1_mean"] for c in cells], yerr=[c["acc@1_std"] for c in cells],
-            marker="o", capsize=3, label=name,
+            marker="o", capsize=3, label=name, color=colour,
         )  # fmt: skip
     ax.set_xlabel("labelled fraction")
     ax.set_ylabel("test acc@1 (mean +- std over seeds)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)

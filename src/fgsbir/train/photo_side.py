@@ -60,7 +60,7 @@ class PhotoLosses:
     distill_tau: Positive = 0.1
     intra: NonNegative = 0.0
     intra_margin: NonNegative = 0.2
-    unlabelled_per_batch: Count = 16  # unlabelled photos each step adds
+    unlabelled_per_batch: Count = 16  # unlabelled photos each step adds (semi: its own batch)
     reference: str = DEFAULT_BACKBONE  # ImageNet network (shipped weights) that ranks photos
     reference_size: Annotated[int, Field(ge=32)] = 224  # the RGB photo's side as it sees it
 

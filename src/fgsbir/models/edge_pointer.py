@@ -29,6 +29,12 @@ StrokeMixture` of ``components`` Gaussians over the offset: the same NLL, sampli
 decoding and per-sequence log-probability (what REINFORCE needs) as the attentive decoder, with
 ``components`` different places to go next instead of ``components x points`` mixture terms.
 
+Per step only what depends on the pen is computed: in a point's key ``tanh(embedding + W
+geometry)`` the geometry is linear in the pen but for the three closeness features, so the rest of
+the argument is computed once per decoding; and the attention reads the halves ``(keys + 1) / 2
+= sigmoid(2 (embedding + W geometry))``, which give the same weights and contexts (sigmoid is
+several times faster than tanh on CPU).
+
 Caching: :meth:`EdgePointerSketcher.feature_map` packs the backbone map and the edge-point table
 into one ``(B, D)`` row per photo. Everything that caches a frozen backbone's maps (generator
 training, semi-supervised training's sequences and unlabelled pool) so traces each photo once,
@@ -40,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +74,18 @@ class PointerEncoding(Encoding):
 
     def stretched(self, factors: torch.Tensor) -> PointerEncoding:
         return dataclasses.replace(self, points=self.points * factors)
+
+
+@dataclass
+class _StepTables(PointerEncoding):
+    """A :class:`PointerEncoding` with what every step of one decoding reads of it, computed
+    once (:meth:`EdgePointerSketcher._decoding`); slot 0 of the ``1 + K`` slots is the pen slot."""
+
+    twice_fixed: torch.Tensor  # (B, 1 + K, A) 2 x the keys' pre-activations, pen term left out
+    neighbours: torch.Tensor  # (B, 1 + K, 3, 2) positions of each point and its neighbours
+    flags: torch.Tensor  # (B, 1 + K, 3) which of point, predecessor, successor exist
+    absent: torch.Tensor  # (B, 1, 1 + K) True for padding slots
+    places: torch.Tensor  # (B, K, 2) the points in offset units
 
 
 class EdgePointerSketcher(PhotoToSketch):
@@ -125,46 +143,103 @@ class EdgePointerSketcher(PhotoToSketch):
             embedded=embedded,
         )
 
-    def _geometry(self, encoding: PointerEncoding, pen: torch.Tensor) -> torch.Tensor:
-        """``(B, K, _GEOMETRY)``: each point's place relative to the pen (``(B, 2)`` fractions)."""
+    def _decoding(self, encoding: Encoding) -> _StepTables:
+        """What the steps of one decoding read of ``encoding``: its points as key slots behind the
+        pen slot, and the part of their keys that does not depend on the pen."""
+        encoding = cast(PointerEncoding, encoding)  # what encode_map gives
         points = encoding.points
         neighbours = torch.stack([points, points.roll(1, dims=1), points.roll(-1, dims=1)], 2)
         flags = torch.stack(
             [encoding.present, encoding.has_previous, encoding.has_next], dim=-1
         )  # (B, K, 3): which of point, predecessor, successor exist
-        vectors = (neighbours - pen[:, None, None]) * flags[..., None]  # (B, K, 3, 2)
-        closeness = torch.exp(-(vectors**2).sum(-1) / NEAR**2) * flags
-        spread = vectors.flatten(2) / (4 * NEAR)  # about 1 for a point 40 px away
-        return torch.cat([spread, closeness, flags[..., 1:]], dim=-1)
+        # the geometry as if the pen were at the origin, closeness left out: the steps add the
+        # pen's term, linear in the pen, and the closeness (see _halves)
+        spread = (neighbours * flags[..., None]).flatten(2) / (4 * NEAR)
+        fixed = torch.cat([spread, torch.zeros_like(flags), flags[..., 1:]], dim=-1)
+        embedded = encoding.embedded + self.point_geometry(fixed)
+        pen_slot = self.pen_slot.expand(len(points), 1, -1)
+        slot = points.new_zeros(len(points), 1)  # the pen slot has no place and no neighbours
+        return _StepTables(
+            **vars(encoding),
+            twice_fixed=2.0 * torch.cat([pen_slot, embedded], dim=1),
+            neighbours=torch.cat([slot[..., None, None].expand(-1, 1, 3, 2), neighbours], 1),
+            flags=torch.cat([slot[..., None].expand(-1, 1, 3), flags], dim=1),
+            absent=F.pad(encoding.present, (1, 0), value=1.0)[:, None] == 0,
+            places=points * self.canvas_units,
+        )
 
-    def _point_keys(self, encoding: PointerEncoding, pen: torch.Tensor) -> torch.Tensor:
-        """``(B, 1 + K, A)``: the pen slot, then the edge points as seen from the pen."""
-        geometry = self.point_geometry(self._geometry(encoding, pen))
-        points = torch.tanh(encoding.embedded + geometry)
-        return torch.cat([torch.tanh(self.pen_slot).expand(len(points), 1, -1), points], dim=1)
+    def _halves(self, tables: _StepTables, pen: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + K, A)``: ``(keys + 1) / 2`` of the pen slot, then of the edge points as seen
+        from the pen (``(B, 2)`` fractions), where ``keys = tanh(embedded + geometry)``.
 
-    @staticmethod
-    def _attention(
-        queries: torch.Tensor, keys: torch.Tensor, encoding: PointerEncoding
-    ) -> torch.Tensor:
-        """``(B, Q, 1 + K)`` softmax of scaled dot products over the pen slot and the points."""
-        scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(keys.shape[-1])
-        present = F.pad(encoding.present, (1, 0), value=1.0)  # the pen slot is always there
-        return F.softmax(scores.masked_fill(present[:, None] == 0, float("-inf")), dim=-1)
+        A point's geometry (the vectors from the pen to it and its neighbours, their closeness,
+        which neighbours exist) is linear in the pen but for the closeness, so a step adds to the
+        tables' fixed part only the pen's term (``W_vectors @ pen`` for each of the point and its
+        neighbours that exists) and the closeness term, in one ``(1 + K, 6) @ (6, A)`` product
+        per photo. ``(tanh(x) + 1) / 2 = sigmoid(2 x)``: several
+        times faster than tanh on CPU, and the attention needs no more (see :func:`_softmax`).
+        """
+        weight = self.point_geometry.weight  # (A, _GEOMETRY): vectors (3 x (x, y)), closeness...
+        vectors = weight[:, :6].unflatten(1, (3, 2))  # (A, 3, 2)
+        pen_term = torch.einsum("bc,aic->bia", pen, vectors) * (-2.0 / (4 * NEAR))  # (B, 3, A)
+        closeness_term = 2.0 * weight[:, 6:9].t().expand(len(pen), 3, -1)  # (B, 3, A)
+        distances = ((tables.neighbours - pen[:, None, None]) ** 2).sum(-1)  # (B, 1 + K, 3)
+        closeness = torch.exp(-distances / NEAR**2) * tables.flags
+        coefficients = torch.cat([tables.flags, closeness], dim=-1)  # (B, 1 + K, 6)
+        twice = torch.bmm(coefficients, torch.cat([pen_term, closeness_term], dim=1))
+        return twice.add_(tables.twice_fixed).sigmoid_()  # add_: baddbmm is several times slower
 
     def _step(
         self, encoding: Encoding, state: DecoderState, previous: torch.Tensor
     ) -> tuple[StrokeMixture, DecoderState]:
-        encoding = cast(PointerEncoding, encoding)  # what encode_map gives
+        tables = cast(_StepTables, encoding)  # what _decoding gives
         position = state.position + previous[:, :2]
         pen = position / self.canvas_units
-        keys = self._point_keys(encoding, pen)
-        read = self._attention(self.read_query(state.h).unsqueeze(1), keys, encoding)
-        inputs = [self._map_context(encoding, state.h), torch.bmm(read, keys).squeeze(1), pen]
+        halves = self._halves(tables, pen)
+        scale = 2.0 / math.sqrt(halves.shape[-1])  # keys = 2 halves - 1, scaled by 1 / sqrt(A)
+        read = _Read.apply(self.read_query(state.h) * scale, halves, tables.absent)
+        inputs = [self._map_context(tables, state.h), 2.0 * read - 1.0, pen]  # weights @ keys
         h, c = self._advance(torch.cat([*inputs, previous], dim=-1), (state.h, state.c))
-        queries = self.point_query(h).view(len(h), self.arch.components, -1)
-        slots = torch.cat([position.unsqueeze(1), encoding.points * self.canvas_units], dim=1)
-        anchors = torch.bmm(self._attention(queries, keys, encoding), slots)  # (B, M, 2)
+        queries = self.point_query(h).view(len(h), self.arch.components, -1) * scale
+        scores = torch.bmm(halves, queries.transpose(1, 2)).transpose(1, 2)  # (B, M, 1 + K)
+        slots = torch.cat([position.unsqueeze(1), tables.places], dim=1)
+        anchors = torch.bmm(_softmax(scores, tables.absent), slots)  # (B, M, 2)
         mixture = self._mixture(h)
         shifted = mixture.mu + anchors - position.unsqueeze(1)
         return dataclasses.replace(mixture, mu=shifted), DecoderState(h, c, position)
+
+
+def _softmax(scores: torch.Tensor, absent: torch.Tensor) -> torch.Tensor:
+    """``(B, Q, 1 + K)`` attention weights over the slots but the ``absent (B, 1, 1 + K)`` ones
+    from ``scores``, the scaled dot products of queries with the slots' halves ``(keys + 1) / 2``:
+    the weights of the keys themselves, whose scores differ by the same sum of the query for
+    every slot."""
+    return F.softmax(scores.masked_fill(absent, float("-inf")), dim=-1)
+
+
+class _Read(torch.autograd.Function):
+    """The reading head's ``(B, A)`` context ``weights @ halves`` from ``(B, A)`` queries
+    over ``halves (B, 1 + K, A)`` (see :func:`_softmax`). Written out so that the backward pass
+    builds the halves' gradient in one ``(1 + K, 2) @ (2, A)`` product per photo (autograd's
+    takes two products, one of them transposed, and a sum)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, queries: torch.Tensor, halves: torch.Tensor, absent: torch.Tensor
+    ) -> torch.Tensor:
+        weights = _softmax(torch.bmm(queries[:, None], halves.transpose(1, 2)), absent)
+        ctx.save_for_backward(queries, halves, weights)
+        return torch.bmm(weights, halves).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        queries, halves, weights = ctx.saved_tensors
+        grad = grad[:, None]  # (B, 1, A)
+        grad_weights = torch.bmm(grad, halves.transpose(1, 2))  # (B, 1, 1 + K)
+        grad_scores = weights * (grad_weights - (weights * grad_weights).sum(-1, keepdim=True))
+        grad_queries = torch.bmm(grad_scores, halves).squeeze(1)
+        grad_halves = torch.bmm(
+            torch.cat([weights, grad_scores], dim=1).transpose(1, 2),
+            torch.cat([grad, queries[:, None]], dim=1),
+        )
+        return grad_queries, grad_halves, None

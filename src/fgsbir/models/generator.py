@@ -207,6 +207,11 @@ class PhotoToSketch(nn.Module):
     def _mixture(self, h: torch.Tensor) -> StrokeMixture:
         return StrokeMixture.from_raw(self.head(h), self.arch.components)
 
+    def _decoding(self, encoding: Encoding) -> Encoding:
+        """What every step of one decoding reads (:meth:`_step`'s ``encoding``): here the
+        encoding itself; subclasses add what the steps share, computed once."""
+        return encoding
+
     def _step(
         self, encoding: Encoding, state: DecoderState, previous: torch.Tensor
     ) -> tuple[StrokeMixture, DecoderState]:
@@ -235,10 +240,10 @@ class PhotoToSketch(nn.Module):
         """Teacher-forced step distributions ``(B, T)`` for stroke-5 ``targets (B, T, 5)``."""
         start = targets.new_tensor(START_TOKEN).expand(len(targets), 1, 5)
         inputs = torch.cat([start, targets[:, :-1]], dim=1)
-        state = self._initial(z)
+        state, decoding = self._initial(z), self._decoding(encoding)
         steps = []
         for t in range(targets.shape[1]):
-            mixture, state = self._step(encoding, state, inputs[:, t])
+            mixture, state = self._step(decoding, state, inputs[:, t])
             steps.append(mixture)
         return _stacked(steps)
 
@@ -274,8 +279,9 @@ class PhotoToSketch(nn.Module):
         lengths = torch.full((batch,), max_len, dtype=torch.long, device=device)
         log_prob = encoding.mu.new_zeros(batch)
         active = torch.ones(batch, dtype=torch.bool, device=device)
+        decoding = self._decoding(encoding)
         for t in range(max_len):
-            mixture, state = self._step(encoding, state, previous)
+            mixture, state = self._step(decoding, state, previous)
             if temperature > 0:
                 mixture = mixture.tempered(temperature)
                 offsets, pen = mixture.sample()

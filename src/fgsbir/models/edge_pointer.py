@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -197,7 +197,9 @@ class EdgePointerSketcher(PhotoToSketch):
         pen = position / self.canvas_units
         halves = self._halves(tables, pen)
         scale = 2.0 / math.sqrt(halves.shape[-1])  # keys = 2 halves - 1, scaled by 1 / sqrt(A)
-        read = _Read.apply(self.read_query(state.h) * scale, halves, tables.absent)
+        query = (self.read_query(state.h) * scale).unsqueeze(1)
+        read_weights = _softmax(torch.bmm(query, halves.transpose(1, 2)), tables.absent)
+        read = torch.bmm(read_weights, halves).squeeze(1)
         inputs = [self._map_context(tables, state.h), 2.0 * read - 1.0, pen]  # weights @ keys
         h, c = self._advance(torch.cat([*inputs, previous], dim=-1), (state.h, state.c))
         queries = self.point_query(h).view(len(h), self.arch.components, -1) * scale
@@ -215,31 +217,3 @@ def _softmax(scores: torch.Tensor, absent: torch.Tensor) -> torch.Tensor:
     the weights of the keys themselves, whose scores differ by the same sum of the query for
     every slot."""
     return F.softmax(scores.masked_fill(absent, float("-inf")), dim=-1)
-
-
-class _Read(torch.autograd.Function):
-    """The reading head's ``(B, A)`` context ``weights @ halves`` from ``(B, A)`` queries
-    over ``halves (B, 1 + K, A)`` (see :func:`_softmax`). Written out so that the backward pass
-    builds the halves' gradient in one ``(1 + K, 2) @ (2, A)`` product per photo (autograd's
-    takes two products, one of them transposed, and a sum)."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, queries: torch.Tensor, halves: torch.Tensor, absent: torch.Tensor
-    ) -> torch.Tensor:
-        weights = _softmax(torch.bmm(queries[:, None], halves.transpose(1, 2)), absent)
-        ctx.save_for_backward(queries, halves, weights)
-        return torch.bmm(weights, halves).squeeze(1)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        queries, halves, weights = ctx.saved_tensors
-        grad = grad[:, None]  # (B, 1, A)
-        grad_weights = torch.bmm(grad, halves.transpose(1, 2))  # (B, 1, 1 + K)
-        grad_scores = weights * (grad_weights - (weights * grad_weights).sum(-1, keepdim=True))
-        grad_queries = torch.bmm(grad_scores, halves).squeeze(1)
-        grad_halves = torch.bmm(
-            torch.cat([weights, grad_scores], dim=1).transpose(1, 2),
-            torch.cat([grad, queries[:, None]], dim=1),
-        )
-        return grad_queries, grad_halves, None

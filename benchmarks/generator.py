@@ -28,6 +28,17 @@ means and per-seed numbers, ``<data set>/edge_pointer_minus_attentive`` the pair
 with 95% CIs, ``<data set>/targets`` the issue's targets. A grid of test photos with their
 generated and real sketches goes to ``benchmarks/results/generator_<data set>.png``.
 ``--smoke``: one-epoch runs of small models on the synthetic set, kept in the cache folder.
+
+Choosing settings: ``--pretrain-mix R...`` adds variants of the default decoder that keep taking
+R pre-training batches per batch of pairs after the pre-training epochs (``edge_pointer_mixR``,
+their cells keyed by their own settings' digest), and ``--split val`` scores every cell on its
+generator's validation photos and sketches (the split its ``DataConfig`` seed carves, the one
+that picked its epoch) instead of the test split: cells in ``generator_val_cells.json`` under
+keys that start with ``val/``, results in ``generator_val.json`` (a ``variants`` table of each
+variant's mean greedy and sampled acc@1, MRR and x_chance@1, and NLL, beside the usual summary;
+no targets), the grid in ``generator_val_<data set>.png``. The judge trained on seed 0's split,
+so it never saw seed 0's validation photos but saw most of the other seeds': compare variants
+seed by seed there, not with the test numbers.
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ from _compare import paired_difference
 from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
 
 from fgsbir.config import DataConfig, RunOptions, config_to_dict
-from fgsbir.data.dataset import Split, load_dataset
+from fgsbir.data.dataset import Split, load_data, load_dataset
 from fgsbir.data.layouts import cache_dir
 from fgsbir.data.photos import load_photo
 from fgsbir.data.synthetic import ensure_synthetic
@@ -83,6 +94,8 @@ DRAWS = 10  # sampled acc@1 moves by a photo or two between draws of 115
 SPEED_PHOTOS = 256
 SPEED_BATCH = 64
 FOLDS = 5
+SPLITS = ("test", "val")  # what the cells are scored on
+ADDED_SETTINGS = ("pretrain_mix",)  # since the first cells were keyed: see digest()
 TARGETS = {  # the issue's
     "qmul-shoe-v1": {"greedy_acc@1": 0.25, "nll_at_most": 2.68},
     "sketchy-subset": {"greedy_x_chance@1": 5.0},
@@ -117,6 +130,19 @@ def generator_config(name: str, decoder: str, seed: int) -> GeneratorConfig:
     )
 
 
+def variants(decoders: list[str], mixes: list[float]) -> dict[str, dict[str, Any]]:
+    """The generators compared, by name, with what they change in :func:`generator_config`: each
+    decoder, and the default decoder with each ``pretrain_mix`` of ``mixes``."""
+    named: dict[str, dict[str, Any]] = {decoder: {"decoder": decoder} for decoder in decoders}
+    for mix in mixes:
+        named[f"{DEFAULT_DECODER}_mix{mix:g}"] = {"decoder": DEFAULT_DECODER, "pretrain_mix": mix}
+    return named
+
+
+def variant_config(name: str, seed: int, decoder: str, **changes: Any) -> GeneratorConfig:
+    return replace(generator_config(name, decoder, seed), **changes)
+
+
 def judge_config(name: str) -> TrainConfig:
     """The retrieval model that judges every generator of a data set."""
     return TrainConfig(data=DataConfig(data_paths(name)[0]), run=RunOptions(epochs=30))
@@ -133,10 +159,15 @@ def tiny(config: Any) -> Any:
 
 
 def digest(config: Any) -> str:
-    """A short hash of a run's settings, but where and on what it runs."""
+    """A short hash of a run's settings, but where and on what it runs; ``ADDED_SETTINGS`` at
+    their defaults are left out, so that the cells keyed before they existed keep their keys."""
     settings = config_to_dict(config)
     for key in ("out", "device", "threads"):
         settings["run"].pop(key)
+    defaults = config_to_dict(type(config)())
+    for key in ADDED_SETTINGS:
+        if key in settings and settings[key] == defaults[key]:
+            settings.pop(key)
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -235,7 +266,7 @@ def faithfulness(
                 realism[label] = sketch_stats(sketches) | {"classifier_acc": round(accuracy, 4)}
         results[label] = {
             key: round(float(np.mean([m[key] for m in runs])), 4)
-            for key in ("acc@1", "acc@10", "mean_rank")
+            for key in ("acc@1", "acc@10", "mean_rank", "mrr")
         }
         results[label]["empty_sketches"] = sum(s.is_empty for s in sketches)
     return results, realism
@@ -252,19 +283,27 @@ def speed(generator: TrainedGenerator, photos: list[Any]) -> dict[str, float]:
     return result
 
 
-def run_cell(config: GeneratorConfig, folder: Path, judge_dir: str, name: str) -> dict[str, Any]:
-    """Train (or resume) one generator on one thread and score it on the test photos."""
+def scored_split(name: str, config: GeneratorConfig, split: str) -> Split:
+    """The photos and sketches a cell is scored on: the data set's test split, or the validation
+    split of the generator's data settings."""
+    return load_dataset(data_paths(name)[0]).test if split == "test" else load_data(config.data).val
+
+
+def run_cell(
+    config: GeneratorConfig, folder: Path, judge_dir: str, name: str, split: str
+) -> dict[str, Any]:
+    """Train (or resume) one generator on one thread and score it on the ``split`` photos."""
     trained = train_generator(on_one_thread(config, folder))
     generator = load_generator(folder, "cpu")
     judge = load_embedder(judge_dir, "cpu")
-    test = load_dataset(data_paths(name)[0]).test
-    photos = [load_photo(p) for p in test.photos]
-    real, _, photo_emb = evaluate_split(judge, test)
+    scored = scored_split(name, config, split)
+    photos = [load_photo(p) for p in scored.photos]
+    real, _, photo_emb = evaluate_split(judge, scored)
     n = len(photos)
-    faithful, realism = faithfulness(generator, judge, test, photos, photo_emb)
-    nll = generator.nll(test) or {}
+    faithful, realism = faithfulness(generator, judge, scored, photos, photo_emb)
+    nll = generator.nll(scored) or {}
     result: dict[str, Any] = {
-        "test_photos": n,
+        f"{split}_photos": n,
         "nll": {k: round(v, 4) if isinstance(v, float) else v for k, v in nll.items()},
         "faithful": faithful,
         "real_sketches": {k: round(float(real[k]), 4) for k in ("acc@1", "acc@10", "mean_rank")},
@@ -286,11 +325,12 @@ def run_cell(config: GeneratorConfig, folder: Path, judge_dir: str, name: str) -
 
 
 def run_campaign(
-    names: list[str], decoders: list[str], seeds: list[int], root: Path, store: Path,
-    lanes: int, smoke: bool, train_too: bool,
+    names: list[str], chosen: dict[str, dict[str, Any]], seeds: list[int], root: Path,
+    store: Path, split: str, lanes: int, smoke: bool, train_too: bool,
 ) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:  # fmt: skip
-    """Every cell's scores, ``[data set][decoder][seed]``: from the ``store`` where there, else
-    (with ``train_too``) trained ``lanes`` at a time after the judges, and stored as each ends."""
+    """Every cell's scores on ``split``, ``[data set][variant][seed]`` (``chosen``: see
+    :func:`variants`): from the ``store`` where there, else (with ``train_too``) trained ``lanes``
+    at a time after the judges, and stored as each ends."""
     shrink = tiny if smoke else (lambda config: config)
     cells = json.loads(store.read_text()) if store.is_file() else {}
     judges = {name: shrink(judge_config(name)) for name in names}
@@ -299,14 +339,15 @@ def run_campaign(
     todo = []
     for seed in seeds:
         for name in names:
-            for decoder in decoders:
-                config = shrink(generator_config(name, decoder, seed))
-                key = f"{name}/{decoder}/seed{seed}/{digest(config)}/{digest(judges[name])}"
-                slot = results.setdefault(name, {}).setdefault(decoder, {})
+            for variant, changes in chosen.items():
+                config = shrink(variant_config(name, seed, **changes))
+                key = f"{name}/{variant}/seed{seed}/{digest(config)}/{digest(judges[name])}"
+                key = key if split == "test" else f"{split}/{key}"
+                slot = results.setdefault(name, {}).setdefault(variant, {})
                 if key in cells:
                     slot[seed] = cells[key]
                 elif train_too:
-                    folder = root / name / decoder / f"seed{seed}" / digest(config)
+                    folder = root / name / variant / f"seed{seed}" / digest(config)
                     todo.append((key, slot, seed, config, folder, name))
     if not todo:
         return results
@@ -316,9 +357,10 @@ def run_campaign(
         for future in [pool.submit(train_judge, judges[n], judge_dirs[n]) for n in needed]:
             future.result()
         futures = [
-            (key, slot, seed, pool.submit(run_cell, config, folder, str(judge_dirs[name]), name))
+            (key, slot, seed,
+             pool.submit(run_cell, config, folder, str(judge_dirs[name]), name, split))
             for key, slot, seed, config, folder, name in todo
-        ]
+        ]  # fmt: skip
         for key, slot, seed, future in futures:
             slot[seed] = cells[key] = future.result()
             store.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
@@ -326,10 +368,12 @@ def run_campaign(
 
 
 def mean_of(cells: list[dict[str, Any]]) -> Any:
-    """The mean of each number over ``cells`` (nested dicts of the same keys), 4 decimals."""
+    """The mean of each number over ``cells`` (nested dicts; the keys all of them have), 4
+    decimals."""
     first = cells[0]
     if isinstance(first, dict):
-        return {key: mean_of([cell[key] for cell in cells]) for key in first}
+        shared = [key for key in first if all(key in cell for cell in cells)]
+        return {key: mean_of([cell[key] for cell in cells]) for key in shared}
     if isinstance(first, bool) or not isinstance(first, (int, float)):
         return first
     return round(statistics.mean(cells), 4)
@@ -349,9 +393,12 @@ def at(cell: dict[str, Any], path: tuple[str, ...]) -> float:
     return float(cell)  # type: ignore[arg-type]
 
 
-def summarise(name: str, by_decoder: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
-    """A data set's results: the default decoder's means in the old layout, every decoder's means
-    and seeds, the paired differences between the decoders, and the targets."""
+def summarise(
+    name: str, by_decoder: dict[str, dict[int, dict[str, Any]]], split: str
+) -> dict[str, Any]:
+    """A data set's results: the default decoder's means in the old layout, every variant's means
+    and seeds, the paired differences between the decoders, and (on the test split) the
+    targets."""
     decoders = {}
     for decoder, runs in by_decoder.items():
         if runs:
@@ -361,7 +408,7 @@ def summarise(name: str, by_decoder: dict[str, dict[int, dict[str, Any]]]) -> di
     summary: dict[str, Any] = {}
     if DEFAULT_DECODER in decoders:
         mean = decoders[DEFAULT_DECODER]["mean"]
-        keep = ("test_photos", "nll", "faithful", "real_sketches", "chance", "realism", "speed")
+        keep = (f"{split}_photos", "nll", "faithful", "real_sketches", "chance", "realism", "speed")
         summary = {"decoder": DEFAULT_DECODER, "seeds": decoders[DEFAULT_DECODER]["seeds"]}
         summary |= {key: mean[key] for key in keep}
     summary["decoders"] = decoders
@@ -372,7 +419,7 @@ def summarise(name: str, by_decoder: dict[str, dict[int, dict[str, Any]]]) -> di
                                      [at(old[s], p) for s in shared])
             for label, p in HEADLINE.items()
         }  # fmt: skip
-    if name in TARGETS and "faithful" in summary:
+    if split == "test" and name in TARGETS and "faithful" in summary:
         greedy, nll = summary["faithful"]["greedy"], summary["nll"]["nll"]
         found = {"greedy_acc@1": greedy["acc@1"], "greedy_x_chance@1": greedy["x_chance@1"],
                  "nll_at_most": nll}  # fmt: skip
@@ -384,10 +431,41 @@ def summarise(name: str, by_decoder: dict[str, dict[int, dict[str, Any]]]) -> di
     return summary
 
 
+def variant_table(by_variant: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Per variant, means over its seeds: greedy and sampled acc@1, MRR (None where a cell
+    predates it) and acc@1 as a multiple of chance, and the NLL."""
+    table: dict[str, Any] = {}
+    for variant, runs in by_variant.items():
+        cells = [runs[seed] for seed in sorted(runs)]
+        if not cells:
+            continue
+        row: dict[str, Any] = {"seeds": sorted(runs)}
+        for label in ("greedy", f"T={TEMPERATURE:g}"):
+            scores = [cell["faithful"][label] for cell in cells]
+            row[label] = {
+                key: round(statistics.mean(s[key] for s in scores), 4)
+                if all(key in s for s in scores) else None
+                for key in ("acc@1", "mrr", "x_chance@1")
+            }  # fmt: skip
+        row["nll"] = round(statistics.mean(cell["nll"]["nll"] for cell in cells), 4)
+        table[variant] = row
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS[:2]), choices=DATASETS)
     parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=DECODERS)
+    parser.add_argument(
+        "--pretrain-mix", type=float, nargs="+", default=[], metavar="R",
+        help=f"also {DEFAULT_DECODER}_mixR: the default decoder taking R pre-training batches "
+        "per batch of pairs after its pre-training epochs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--split", choices=SPLITS, default=SPLITS[0],
+        help="score the cells on the test split, or on each generator's validation split (to "
+        "choose settings without the test split; results in generator_val.json)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument(
@@ -406,16 +484,24 @@ def main() -> None:
     )
     results_dir = runs if args.smoke else RESULTS_DIR
     runs.mkdir(parents=True, exist_ok=True)
+    stem = "generator" if args.split == "test" else f"generator_{args.split}"
+    chosen = variants(args.decoders, args.pretrain_mix)
     found = run_campaign(
-        args.datasets, args.decoders, args.seeds, runs, results_dir / "generator_cells.json",
+        args.datasets, chosen, args.seeds, runs, results_dir / f"{stem}_cells.json", args.split,
         args.lanes, args.smoke, not args.report_only,
     )  # fmt: skip
-    results: dict[str, Any] = {
-        "settings": {"temperature": TEMPERATURE, "draws": DRAWS, "decoders": args.decoders,
-                     "seeds": args.seeds, "judge_seed": 0, "classifier_folds": FOLDS},
-    }  # fmt: skip
+    settings = {"temperature": TEMPERATURE, "draws": DRAWS, "decoders": args.decoders,
+                "seeds": args.seeds, "judge_seed": 0, "classifier_folds": FOLDS}  # fmt: skip
+    if args.pretrain_mix:
+        settings["pretrain_mix"] = args.pretrain_mix
+    if args.split != "test":
+        settings["split"] = args.split
+    results: dict[str, Any] = {"settings": settings}
     for name in args.datasets:
-        results[name] = summarise(name, found.get(name, {}))
+        results[name] = summarise(name, found.get(name, {}), args.split)
+        table = variant_table(found.get(name, {}))
+        if args.split != "test":
+            results[name]["variants"] = table
         runs_of = found.get(name, {}).get(DEFAULT_DECODER, {})
         if runs_of:  # the grid of the default decoder's first seed, where its run folder is here
             seed = min(runs_of)
@@ -423,16 +509,20 @@ def main() -> None:
             folder = runs / name / DEFAULT_DECODER / f"seed{seed}"
             folder = folder / digest(tiny(config) if args.smoke else config)
             if (folder / "config.json").is_file():
-                grid = results_dir / f"generator_{name}.png"
-                test = load_dataset(data_paths(name)[0]).test
-                write_generated_grid(load_generator(folder, "cpu"), test, grid, rows=8)
+                grid = results_dir / f"{stem}_{name}.png"
+                drawn = scored_split(name, config, args.split)
+                write_generated_grid(load_generator(folder, "cpu"), drawn, grid, rows=8)
                 results[name]["grid"] = str(grid if args.smoke else grid.relative_to(ROOT))
-        print(name, json.dumps({k: v for k, v in results[name].items() if k != "decoders"}))
+        brief = {k: v for k, v in results[name].items() if k not in ("decoders", "variants")}
+        print(name, json.dumps(brief))
+        print("variants:")  # the numbers settings are chosen on
+        for variant, row in table.items():
+            print(f"  {variant}: {json.dumps(row)}")
     if args.smoke:
-        (results_dir / "generator.json").write_text(json.dumps(results, indent=2) + "\n")
+        (results_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     command = " ".join(["python", "benchmarks/generator.py", *map(shlex.quote, sys.argv[1:])])
-    record("generator", results, command)
+    record(stem, results, command)
 
 
 if __name__ == "__main__":

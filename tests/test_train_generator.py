@@ -27,7 +27,7 @@ from fgsbir.inference import TrainedGenerator, generate, load_generator
 from fgsbir.losses.sequence import PEN_END
 from fgsbir.models.edge_pointer import EdgePointerSketcher
 from fgsbir.models.generator import GeneratorArch, PhotoToSketch
-from fgsbir.runs import MODEL_FILE, load_resume_state, read_metrics
+from fgsbir.runs import MODEL_FILE, load_resume_state, read_metrics, save_resume_state
 from fgsbir.sketch.io import read_stroke_json, read_svg
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import GeneratorConfig, train_generator
@@ -188,23 +188,55 @@ def test_runs_saved_before_the_decoder_choice_load_as_attentive(data: Path, tmp_
 
 
 def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:
+    """A leading epoch on pre-training pairs (8: two batches), then epochs on the 6 pairs (two
+    batches) with one pre-training batch mixed in per batch of pairs; a run stopped in the mixed
+    epochs resumes to the weights of the run that went straight through."""
+    mixed = {"pretrain_data": str(data), "pretrain_epochs": 1, "pretrain_mix": 1.0}
     straight = tmp_path / "straight"
-    train_generator(_config(data, straight))
+    train_generator(_config(data, straight, epochs=3, **mixed))
     stopped = tmp_path / "stopped"
-    train_generator(_config(data, stopped, epochs=1))
-    resumed = train_generator(_config(data, stopped, epochs=2))
-    assert resumed["epochs_trained"] == 2
+    train_generator(_config(data, stopped, epochs=1, **mixed))
+    resumed = train_generator(_config(data, stopped, epochs=3, **mixed))
+    assert resumed["epochs_trained"] == 4
     a, b = load_resume_state(straight), load_resume_state(stopped)
     assert a is not None and b is not None
-    assert a["progress"]["step"] == b["progress"]["step"] > 0
+    assert a["progress"]["step"] == b["progress"]["step"] == 2 + 3 * 4
     for key, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][key], rtol=0, atol=0, msg=key)
-    epochs = [
-        json.loads(line)["epoch"] for line in (stopped / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert epochs == [1, 1, 2, 2]  # train + val per epoch, none doubled
+    records = read_metrics(stopped / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 1, 2, 2, 3, 3, 4, 4]  # train + val, none doubled
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == [2, 6, 10, 14]
+    assert [r["pretraining"] for r in train] == [1.0, 0.5, 0.5, 0.5]  # share of the steps
+    card = (stopped / "README.md").read_text()
+    assert f"after 1 epochs on `{data}` (photos), then mixed in at 1 of its batches" in card
     with pytest.raises(FgsbirError, match="other settings"):
-        train_generator(_config(data, stopped, epochs=3, lr=1e-2))
+        train_generator(_config(data, stopped, epochs=4, **mixed | {"pretrain_mix": 0.5}))
+
+
+def test_runs_saved_before_pretrain_mix_resume_as_unmixed(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    train_generator(_config(data, out, epochs=1))
+    state = load_resume_state(out)
+    assert state is not None
+    del state["config"]["pretrain_mix"]
+    save_resume_state(out, state)
+    assert train_generator(_config(data, out, epochs=2))["epochs_trained"] == 2
+
+
+def test_pretrain_mix_shares_add_up_over_the_epochs(data: Path, tmp_path: Path) -> None:
+    """0.25 pre-training batches per batch of pairs, two batches of pairs an epoch: one
+    pre-training batch every other epoch; without pre-training data there is none to mix in."""
+    out = tmp_path / "run"
+    config = _config(data, out, epochs=4, pretrain_data=str(data), pretrain_mix=0.25)
+    train_generator(config)
+    train = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["step"] for r in train] == [2, 5, 7, 10]
+    assert [r["pretraining"] for r in train] == pytest.approx([0.0, 1 / 3, 0.0, 1 / 3])
+    card = (out / "README.md").read_text()
+    assert f"with `{data}` (photos) mixed in at 0.25 batches per batch of pairs" in card
+    with pytest.raises(FgsbirError, match="pretrain_mix needs pretrain_data"):
+        train_generator(_config(data, tmp_path / "none", pretrain_mix=0.25))
 
 
 def test_non_finite_step_is_skipped_and_counted(

@@ -8,7 +8,8 @@ learn on top. With ``pretrain_data`` the run starts with ``pretrain_epochs`` epo
 -- its photo-sketch pairs; for sketch-only data (a QMUL stroke pickle without photos, a sketch-rnn
 ``.npz``) the rendered sketch as the image input; for a folder of photos only, the photos with
 their traced edge maps as sketches (:mod:`fgsbir.data.edge_sketches`) -- before the
-``run.epochs`` on the pairs of ``data``.
+``run.epochs`` on the pairs of ``data``. With ``pretrain_mix`` the epochs on the pairs take
+batches of the pre-training data too, ``pretrain_mix`` of them per batch of pairs.
 
 Each epoch is scored by the per-point NLL of the validation sketches (``z`` = the posterior mean).
 Drawing with a trained generator is :mod:`fgsbir.inference`'s job.
@@ -17,6 +18,8 @@ Drawing with a trained generator is :mod:`fgsbir.inference`'s job.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
+from math import floor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from fgsbir.config import (
 )
 from fgsbir.data.dataset import SketchRecord, Split, load_data, load_dataset
 from fgsbir.data.edge_sketches import edge_sketch_split
-from fgsbir.data.sampling import shuffled_batches
+from fgsbir.data.sampling import cycled_batch, shuffled_batches
 from fgsbir.data.sequences import (
     CANVAS,
     ImageEncoder,
@@ -53,6 +56,7 @@ from fgsbir.sketch.strokes import scale_factor
 from fgsbir.train.loop import Progress, Task, fit, optimise
 
 GRID_PNG = "generated_{split}.png"
+PRETRAIN, PAIRS = "pretrain", "pairs"  # the data set a batch is of
 
 
 @dataclass
@@ -64,6 +68,7 @@ class GeneratorConfig:
     model: GeneratorArch = field(default_factory=GeneratorArch)
     pretrain_data: str | None = None  # data folder (pairs, sketches or photos) or sketch-rnn .npz
     pretrain_epochs: Natural = 0
+    pretrain_mix: NonNegative = 0.0  # pre-training batches per batch of pairs after those epochs
     pretrained: bool | str = True  # backbone: shipped ImageNet weights, a weights file, or none
     finetune_backbone: bool = False  # False: frozen backbone, feature maps computed once
     line_width: Positive = 2.5  # of rendered sketches fed as images (pre-training)
@@ -91,12 +96,18 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         if arch["decoder"] == "edge_pointer"
         else ""
     )
-    pretraining = (
-        f" after {config['pretrain_epochs']} epochs on `{config['pretrain_data']}` "
-        f"({config['data_info']['pretrain_input']})"
-        if config["pretrain_data"] and config["data_info"]["pretrain_sketches"]
-        else ""
-    )
+    pretraining = ""
+    if config["pretrain_data"] and config["data_info"]["pretrain_sketches"]:
+        epochs, mix = config["pretrain_epochs"], config["pretrain_mix"]
+        source = f"`{config['pretrain_data']}` ({config['data_info']['pretrain_input']})"
+        if epochs:
+            pretraining = f" after {epochs} epochs on {source}"
+        if mix:
+            pretraining += (
+                f", then mixed in at {mix:g} of its batches per batch of pairs"
+                if epochs
+                else f" with {source} mixed in at {mix:g} batches per batch of pairs"
+            )
     lines = [
         "# Photo-to-sketch generator",
         "",
@@ -136,7 +147,7 @@ def pretrain_split(config: GeneratorConfig) -> tuple[Split, str]:
     sketch-rnn ``.npz`` or sketch-only data (rendered sketches), a data folder with pairs
     (photos), or a folder of photos only (paired with their traced edge maps)."""
     source = config.pretrain_data
-    if not source or config.pretrain_epochs == 0:
+    if not source or not (config.pretrain_epochs or config.pretrain_mix):
         return Split(), "none"
     if source.endswith(".npz"):
         sketches = read_sketchrnn_npz(source).get("train", [])
@@ -161,6 +172,8 @@ class GeneratorTask(Task):
 
     def setup(self) -> dict[str, Any]:
         config, device = self.config, self.ctx.device
+        if config.pretrain_mix and not config.pretrain_data:
+            raise FgsbirError("pretrain_mix needs pretrain_data to take batches of")
         arch = config.model
         self.dataset = load_data(config.data)
         train = drawable_pairs(self.dataset.train)
@@ -217,6 +230,9 @@ class GeneratorTask(Task):
     def leading_epochs(self) -> int:
         return self.config.pretrain_epochs if self.pretrain_set is not None else 0
 
+    def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
+        return {"pretrain_mix": 0.0, **saved}  # runs saved before it existed mixed in nothing
+
     def parts(self) -> dict[str, Stateful]:
         return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
 
@@ -228,20 +244,32 @@ class GeneratorTask(Task):
         if not self.config.finetune_backbone:
             self.model.backbone.eval()  # frozen: its batch-norm statistics stay ImageNet's
 
-    def _data(self, epoch: int) -> SequenceSet:
-        """The sequences of an epoch: pre-training data first, then the pairs."""
-        pretraining = self.pretrain_set is not None and epoch < self.leading_epochs
-        return self.pretrain_set if pretraining and self.pretrain_set else self.train_set
+    def batches(self, epoch: int) -> list[tuple[str, list[int]]]:
+        """Pre-training batches in the leading epochs; then batches of pairs, each followed by
+        its share of ``pretrain_mix`` pre-training batches. Shares add up over the epochs (0.25
+        with two batches of pairs an epoch: one pre-training batch every other epoch), and the
+        mixed-in batches walk through the pre-training data in seeded passes."""
+        size, seed, pretrain = self.config.batch_size, self.config.data.seed, self.pretrain_set
+        if pretrain is not None and epoch < self.leading_epochs:
+            order = shuffled_batches(len(pretrain), size, seed, epoch, drop_last=False)
+            return [(PRETRAIN, batch) for batch in order]
+        order = shuffled_batches(len(self.train_set), size, seed, epoch, drop_last=False)
+        mix = Fraction(str(self.config.pretrain_mix))  # exact: 0.1 is one batch in ten
+        done = (epoch - self.leading_epochs) * len(order)  # batches of pairs in earlier epochs
+        batches = []
+        for count, batch in enumerate(order, done):
+            batches.append((PAIRS, batch))
+            if pretrain is not None:
+                for position in range(floor(mix * count), floor(mix * (count + 1))):
+                    mixed = cycled_batch(len(pretrain), size, position, seed, stream=6)
+                    batches.append((PRETRAIN, mixed))
+        return batches
 
-    def batches(self, epoch: int) -> list[tuple[int, list[int]]]:
-        size, seed = self.config.batch_size, self.config.data.seed
-        order = shuffled_batches(len(self._data(epoch)), size, seed, epoch, drop_last=False)
-        return [(epoch, batch) for batch in order]
-
-    def step(self, batch: tuple[int, list[int]], progress: Progress) -> dict[str, float]:
+    def step(self, batch: tuple[str, list[int]], progress: Progress) -> dict[str, float]:
         config, device = self.config, self.ctx.device
-        epoch, indices = batch
-        data = self._data(epoch)
+        source, indices = batch
+        data = self.pretrain_set if source == PRETRAIN else self.train_set
+        assert data is not None
         index = torch.tensor(indices)
         variant = torch.randint(data.strokes5.shape[0], index.shape)
         images, targets, lengths = (t.to(device) for t in data.batch(index, variant))
@@ -269,7 +297,7 @@ class GeneratorTask(Task):
             "kl": kl.item(),
             "kl_weight": weight,
             "lr": self.scheduler.get_last_lr()[0],
-            "pretraining": float(data is not self.train_set),
+            "pretraining": float(source == PRETRAIN),
             "skipped": not stepped,
         }
 

@@ -112,6 +112,11 @@ class Task(ABC):
     def card(self, run_config: dict[str, Any], metrics: dict[str, Any]) -> str:
         """The run folder's ``README.md``."""
 
+    def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A stopped run's recorded settings as this version records them (settings added since,
+        at the values that run trained with), for the check that a resume continues it."""
+        return saved
+
     def train_mode(self) -> None:
         """Put the models in training mode (called before every epoch)."""
         self.selected().train()
@@ -195,6 +200,8 @@ class _Loop:
 
     def run(self) -> None:
         state = load_resume_state(self.out)
+        if state is not None:
+            state["config"] = self.task.upgraded(state["config"])
         fixed = {k: v for k, v in self.run_config.items() if k != "run"}
         check_resumable(self.out, state, fixed)
         if state is not None:

@@ -42,17 +42,27 @@ class Arm:
     baseline: str | None = None
 
 
-def _settings(arm: Arm, fraction: float, seed: int) -> tuple[Any, str]:
-    """The cell's settings and a digest of them (without where and on what it runs)."""
-    config = arm.build(fraction, seed)
+def settings_digest(config: Any, left_out: Sequence[str] = ()) -> str:
+    """A short hash of a run's settings, but where and on what it runs; the ``left_out`` fields
+    are left out where they hold their defaults (settings added after cells were keyed, so that
+    those keep their keys)."""
     settings = config_to_dict(config)
     for key in ("out", "device", "threads"):
         settings["run"].pop(key)
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return config, digest
+    defaults = config_to_dict(type(config)()) if left_out else {}
+    for key in left_out:
+        if key in settings and settings[key] == defaults[key]:
+            settings.pop(key)
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _commit() -> str:
+def _settings(arm: Arm, fraction: float, seed: int) -> tuple[Any, str]:
+    """The cell's settings and their digest."""
+    config = arm.build(fraction, seed)
+    return config, settings_digest(config)
+
+
+def commit() -> str:
     done = subprocess.run(
         ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
     )
@@ -70,7 +80,7 @@ def _run(arm: Arm, config: Any, folder: Path) -> dict[str, Any]:
         "epochs_trained": result["epochs_trained"],
         "steps": result["steps"],
         "train_s": result["train_s"],
-        "commit": _commit(),
+        "commit": commit(),
     }
     return scores
 

@@ -44,7 +44,6 @@ seed by seed there, not with the test numbers.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import multiprocessing
 import shlex
@@ -58,10 +57,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from _compare import paired_difference
+from _compare import commit, paired_difference, settings_digest
 from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
 
-from fgsbir.config import DataConfig, RunOptions, config_to_dict
+from fgsbir.config import DataConfig, RunOptions
 from fgsbir.data.dataset import Split, load_data, load_dataset
 from fgsbir.data.layouts import cache_dir
 from fgsbir.data.photos import load_photo
@@ -159,25 +158,8 @@ def tiny(config: Any) -> Any:
 
 
 def digest(config: Any) -> str:
-    """A short hash of a run's settings, but where and on what it runs; ``ADDED_SETTINGS`` at
-    their defaults are left out, so that the cells keyed before they existed keep their keys."""
-    settings = config_to_dict(config)
-    for key in ("out", "device", "threads"):
-        settings["run"].pop(key)
-    defaults = config_to_dict(type(config)())
-    for key in ADDED_SETTINGS:
-        if key in settings and settings[key] == defaults[key]:
-            settings.pop(key)
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def commit() -> str:
-    import subprocess
-
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
-    )
-    return done.stdout.strip() or "unknown"
+    """:func:`settings_digest`, leaving out ``ADDED_SETTINGS`` at their defaults."""
+    return settings_digest(config, ADDED_SETTINGS)
 
 
 def on_one_thread(config: Any, folder: Path) -> Any:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import math
 import shlex
@@ -46,7 +45,15 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
-from _compare import Arm, markdown_table, paired_difference, plot, run_campaign, summarise
+from _compare import (
+    Arm,
+    markdown_table,
+    paired_difference,
+    plot,
+    run_campaign,
+    settings_digest,
+    summarise,
+)
 from _record import RESULTS_DIR, record
 from photos import TIME_RATIO, DataSet, data_set, recipe
 
@@ -167,19 +174,12 @@ def equal_time(data: DataSet, fraction: float, seed: int, edge_epochs: int = 0) 
 # -- start runs shared between arms ----------------------------------------------------------
 
 
-def _digest(config: Any) -> str:
-    settings = config_to_dict(config)
-    for key in ("out", "device", "threads"):
-        settings["run"].pop(key)
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def shared_run(
     starts: Path, template: Any, trainer: Callable[[Any], dict[str, Any]], run: RunOptions
 ) -> dict[str, Any]:
     """Train ``template`` (with ``run``'s device and threads) in ``starts/<kind>/<digest>`` once,
     whichever arm asks first; its result (scores, seconds, folder)."""
-    folder = starts / type(template).__name__ / _digest(template)
+    folder = starts / type(template).__name__ / settings_digest(template)
     folder.mkdir(parents=True, exist_ok=True)
     done = folder / "result.json"
     with open(folder / ".lock", "w") as lock:

@@ -79,16 +79,18 @@ gave 257-401 steps on Shoe-V1); its epochs are this over the batches per epoch."
 GENERATOR_EPOCHS = 60  # the start generator's epochs on the pairs, as benchmarks/generator.py
 PRETRAIN_EPOCHS = 15  # and before them on the unlabelled photo folder's traced edge maps
 
-JOINT_STEP_COST = 7.3
+JOINT_STEP_COST = 6.7
 GENERATOR_STEP_COST = 3.1
 """Seconds of a joint step and of a start generator step (batch 32, feature caching included),
 in supervised retrieval steps (Lite1, batch 16), on Shoe-V1 at a quarter of the labels, one
 thread. Joint: 6.8 s a step against 0.93 s, both measured in one process (6 epochs of 4 steps
-each, edge-pointer generator, after set-up). Generator: the edge-pointer cells of
-benchmarks/generator.py took 2,676-2,750 s for about 1,545 steps (1.75 s a step, validation and
-caching included) against 0.57 s a step for the photos campaign's Lite1 control at 0.25. The
-equal-time arms' epochs come from these; the results' ``time`` block gives the measured seconds
-of each arm, to check (``semi_over_control`` near 1) and re-tune these."""
+each, edge-pointer generator, after set-up), 1.3 s of it decoding and encoding unlabelled photos
+at first use, which a 300-step run does for about half its steps: 6.2 s on average. Generator:
+the edge-pointer cells of benchmarks/generator.py took 2,676-2,750 s for about 1,545 steps
+(1.75 s a step, validation and caching included) against 0.57 s a step for the photos
+campaign's Lite1 control at 0.25. The equal-time arms' epochs come from these; the results'
+``time`` block gives the measured seconds of each arm, to check (``semi_over_control`` near 1)
+and re-tune these."""
 
 
 BACKBONE = "efficientnet_lite1"

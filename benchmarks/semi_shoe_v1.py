@@ -55,6 +55,7 @@ from _compare import (
     summarise,
 )
 from _record import RESULTS_DIR, record
+from generator import PRETRAIN_MIX
 from photos import TIME_RATIO, DataSet, data_set, recipe
 
 from fgsbir.config import DataConfig, RunOptions, config_to_dict
@@ -104,12 +105,15 @@ def start_recipe(data: DataSet, fraction: float, seed: int) -> TrainConfig:
 
 
 def start_generator(data: DataSet, decoder: Decoder = "edge_pointer") -> GeneratorConfig:
-    """The semi run's start generator (its data are the semi run's labelled pairs)."""
+    """The semi run's start generator (its data are the semi run's labelled pairs): the edge
+    pointer as benchmarks/generator.py trains it, pre-training batches mixed in included."""
+    mix = PRETRAIN_MIX if data.pool and decoder == "edge_pointer" else 0.0
     return GeneratorConfig(
         run=RunOptions(out="runs/generator", epochs=GENERATOR_EPOCHS),
         model=GeneratorArch(decoder=decoder),
         pretrain_data=data.pool[0] if data.pool else None,
         pretrain_epochs=PRETRAIN_EPOCHS if data.pool else 0,
+        pretrain_mix=mix,
     )
 
 
@@ -157,7 +161,8 @@ def semi_cost(data: DataSet, fraction: float, seed: int) -> float:
     generator = config.generator
     size = generator.batch_size
     generator_steps = generator.pretrain_epochs * math.ceil(n["pretrain"] / size)
-    generator_steps += generator.run.epochs * math.ceil(n["sketches"] / size)
+    pair_batches = generator.run.epochs * math.ceil(n["sketches"] / size)
+    generator_steps += pair_batches * (1 + generator.pretrain_mix)  # mixed-in batches too
     joint_steps = config.run.epochs * n["batches"] + config.critic.warmup_steps
     return (
         retrieval_cost(config.supervised, n)

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a model that draws a vector sketch of a photo, stroke by stroke, on "
         "the sketch-photo pairs of a data set; optionally first on sketches alone (--set "
         "pretrain_data=FOLDER --set pretrain_epochs=N; --set pretrain_mix=R keeps taking R of "
-        "its batches per batch of pairs after those). The decoder draws relative to the "
+        "its batches per batch of pairs after those; 1.0 drew the most faithful sketches on "
+        "Shoe-V1's validation photos). The decoder draws relative to the "
         "photo's traced edges (--set model.decoder=edge_pointer, the default) or from the "
         "feature map alone (attentive). If training stops (Ctrl+C, a crash), run the same "
         "command again to resume it.",

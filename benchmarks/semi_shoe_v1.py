@@ -55,7 +55,7 @@ from _compare import (
     summarise,
 )
 from _record import RESULTS_DIR, record
-from generator import PRETRAIN_MIX
+from generator import DEFAULT_DECODER, PRETRAIN_MIX
 from photos import TIME_RATIO, DataSet, data_set, recipe
 
 from fgsbir.config import DataConfig, RunOptions, config_to_dict
@@ -107,7 +107,7 @@ def start_recipe(data: DataSet, fraction: float, seed: int) -> TrainConfig:
 def start_generator(data: DataSet, decoder: Decoder = "edge_pointer") -> GeneratorConfig:
     """The semi run's start generator (its data are the semi run's labelled pairs): the edge
     pointer as benchmarks/generator.py trains it, pre-training batches mixed in included."""
-    mix = PRETRAIN_MIX if data.pool and decoder == "edge_pointer" else 0.0
+    mix = PRETRAIN_MIX if data.pool and decoder == DEFAULT_DECODER else 0.0
     return GeneratorConfig(
         run=RunOptions(out="runs/generator", epochs=GENERATOR_EPOCHS),
         model=GeneratorArch(decoder=decoder),

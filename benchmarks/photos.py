@@ -14,7 +14,8 @@ supervised recipe (``TrainConfig()``, on the backbone it was first measured with
 * ``edges_neighbourhood``: edge pre-training and the neighbourhood loss;
 * ``lite1`` / ``lite2``: the recipe on EfficientNet-Lite1 / Lite2 (the backbone choice: Lite1
   became the default on these arms' validation numbers); ``lite1_control`` and ``lite1_edges``
-  repeat ``control`` and ``edges`` on Lite1;
+  repeat ``control`` and ``edges`` on Lite1; ``lite1_edges_<N>px`` is ``lite1_edges`` on
+  ``N`` px inputs (:data:`LARGER_INPUTS`), compared with it;
 * equal-time controls, the labelled pairs only, trained as long as the arms they stand beside:
   ``control`` as many steps as ``edges`` (the recipe's epochs plus as many more as the edge
   epochs' steps fill), ``control_x2`` twice the epochs (an arm with photo-side losses or edge
@@ -87,10 +88,11 @@ def recipe(
     edges: EdgePairs | None = None,
     photo: PhotoLosses | None = None,
     backbone: str = CAMPAIGN_BACKBONE,
+    image_size: int | None = None,
 ) -> TrainConfig:
     """The default recipe on ``fraction`` of the labelled pairs, with the unlabelled pool, the
     given edge pairs (``edge_epochs`` leading epochs unless ``edges`` says more), photo-side
-    losses and backbone."""
+    losses, backbone and input size (default: the recipe's)."""
     config = TrainConfig(
         data=DataConfig(path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction,
                         seed=seed),
@@ -98,6 +100,8 @@ def recipe(
         photo=photo or PhotoLosses(),
     )  # fmt: skip
     config = replace(config, model=replace(config.model, backbone=backbone))
+    if image_size is not None:
+        config = replace(config, prep=replace(config.prep, image_size=image_size))
     return replace(config, run=replace(config.run, epochs=config.run.epochs + extra_epochs))
 
 
@@ -133,6 +137,11 @@ def equal_time_control(data: DataSet, fraction: float, seed: int) -> TrainConfig
     return recipe(data, fraction, seed, extra_epochs=round(epochs * (TIME_RATIO - 1)))
 
 
+LARGER_INPUTS = (192, 224)
+"""Input sizes tried on the best recipe besides the default 128 px (chosen when runs had to be
+short; a run at 224 px takes about three times as long, well within the issue's 30 minutes)."""
+
+
 def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
     """Every arm, each with the equal-time control it is compared with (paired by seed)."""
 
@@ -156,6 +165,16 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
         arm("lite2", "base", backbone="efficientnet_lite2"),
         Arm("lite1_control", partial(control, backbone=lite1), train, "lite1"),
         arm("lite1_edges", "lite1_control", edge_epochs=edge_epochs, backbone=lite1),
+        *(
+            arm(
+                f"lite1_edges_{size}px",
+                "lite1_edges",
+                edge_epochs=edge_epochs,
+                backbone=lite1,
+                image_size=size,
+            )
+            for size in LARGER_INPUTS
+        ),
     ]
 
 

@@ -51,8 +51,10 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,7 @@ from fgsbir.inference import (
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import GeneratorConfig, train_generator
+from fgsbir.train.reward_tuning import RewardTuningConfig, tune_generator
 from fgsbir.train.supervised import TrainConfig, train
 
 DATASETS = ("qmul-shoe-v1", "sketchy-subset", "synthetic")
@@ -95,6 +98,11 @@ epochs. Chosen on Shoe-V1's validation photos (seeds 0 and 1, 30 photos each; gr
 MRR): 0.31 / 0.34 and 0.38 / 0.34 against 0.24 / 0.31 and 0.25 / 0.32 without mixing (NLL 2.78
 and 2.77 against 2.77 and 2.79); 0.5 did worse on seed 0 (0.15 / 0.28). Fine-tuning on the pairs
 alone unlearns the copying of edges that pre-training taught; mixing slows that down."""
+TUNED = f"{DEFAULT_DECODER}_tuned"
+TUNING_PHOTOS = {"qmul-shoe-v1": "shoev2-photos"}  # see tuning_photos
+REWARD_BACKBONE = "efficientnet_lite0"
+"""The reward model's backbone: not the judge's, so that what the tuning teaches must convince a
+second network."""
 TEMPERATURE = 0.3
 DRAWS = 10  # sampled acc@1 moves by a photo or two between draws of 115
 SPEED_PHOTOS = 256
@@ -139,13 +147,18 @@ def generator_config(name: str, decoder: str, seed: int) -> GeneratorConfig:
     )
 
 
-def variants(decoders: list[str], mixes: list[float]) -> dict[str, dict[str, Any]]:
+def variants(
+    decoders: list[str], mixes: list[float], tuned: bool = False
+) -> dict[str, dict[str, Any]]:
     """The generators compared, by name, with what they change in :func:`generator_config`: each
-    decoder, and the default decoder with each ``pretrain_mix`` of ``mixes`` instead of
-    ``PRETRAIN_MIX`` (``edge_pointer_mix0``: no mixing)."""
+    decoder, the default decoder with each ``pretrain_mix`` of ``mixes`` instead of
+    ``PRETRAIN_MIX`` (``edge_pointer_mix0``: no mixing), and with ``tuned`` the default
+    decoder's generators after reward tuning (:data:`TUNED`, see :func:`run_tuned_cell`)."""
     named: dict[str, dict[str, Any]] = {decoder: {"decoder": decoder} for decoder in decoders}
     for mix in mixes:
         named[f"{DEFAULT_DECODER}_mix{mix:g}"] = {"decoder": DEFAULT_DECODER, "pretrain_mix": mix}
+    if tuned:
+        named[TUNED] = {"decoder": DEFAULT_DECODER}
     return named
 
 
@@ -158,8 +171,36 @@ def judge_config(name: str) -> TrainConfig:
     return TrainConfig(data=DataConfig(data_paths(name)[0]), run=RunOptions(epochs=30))
 
 
+def reward_config(name: str, seed: int) -> TrainConfig:
+    """The retrieval model whose rewards tune a seed's generator: the supervised recipe on the
+    seed's split (it never sees the validation photos that pick the tuned epoch)."""
+    config = TrainConfig(data=DataConfig(data_paths(name)[0], seed=seed))
+    return replace(config, model=replace(config.model, backbone=REWARD_BACKBONE))
+
+
+def tuning_photos(name: str) -> str | None:
+    """The unlabelled photos a data set's generators are tuned on, if it has any."""
+    if name == "synthetic":
+        return data_paths(name)[1]
+    return str(SHARED_DATA / TUNING_PHOTOS[name]) if name in TUNING_PHOTOS else None
+
+
+def tuning_config(name: str, seed: int, generator: str, reward_model: str) -> RewardTuningConfig:
+    """Reward tuning of a seed's generator on its :func:`tuning_photos`: 3 epochs of 50 steps (on
+    Shoe-V1's validation photos, sampled sketches gained from 50 to 100 steps, and on one seed of
+    two up to 150; the validation MRR picks the epoch)."""
+    return RewardTuningConfig(
+        data=DataConfig(data_paths(name)[0], seed=seed, unlabelled=[str(tuning_photos(name))]),
+        run=RunOptions(epochs=3),
+        generator=generator,
+        reward_model=reward_model,
+    )
+
+
 def tiny(config: Any) -> Any:
     """``config`` cut to one epoch of a small model (``--smoke``)."""
+    if isinstance(config, RewardTuningConfig):
+        return replace(config, run=replace(config.run, epochs=1), steps_per_epoch=2)
     if isinstance(config, GeneratorConfig):
         model = replace(config.model, image_size=64, hidden=32, z_dim=8, components=3,
                         max_points=40, edge_points=40)  # fmt: skip
@@ -287,6 +328,30 @@ def run_cell(
 ) -> dict[str, Any]:
     """Train (or resume) one generator on one thread and score it on the ``split`` photos."""
     trained = train_generator(on_one_thread(config, folder))
+    return score_cell(config, folder, trained, judge_dir, name, split)
+
+
+def run_tuned_cell(
+    config: GeneratorConfig, start: Path, reward: TrainConfig, reward_dir: Path,
+    tuning: RewardTuningConfig, folder: Path, judge_dir: str, name: str, split: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Train (or find) the generator ``config`` in ``start`` (the default decoder's cell of the
+    seed) and the seed's ``reward`` model, tune the generator as ``tuning`` says (on one thread)
+    and score the tuned one. ``val_found`` is the tuned epoch's validation score,
+    ``start_kept`` whether that score kept the untuned generator (epoch 0)."""
+    train_generator(on_one_thread(config, start))
+    train(on_one_thread(reward, reward_dir))
+    trained = tune_generator(on_one_thread(tuning, folder))
+    result = score_cell(config, folder, trained, judge_dir, name, split)
+    return result | {"val_found": trained.get("found"), "start_kept": trained["best_epoch"] == 0}
+
+
+def score_cell(
+    config: GeneratorConfig, folder: Path, trained: dict[str, Any], judge_dir: str, name: str,
+    split: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The scores of the generator in ``folder`` (trained as ``trained`` says) on the ``split``
+    photos of ``config``'s data."""
     generator = load_generator(folder, "cpu")
     judge = load_embedder(judge_dir, "cpu")
     scored = scored_split(name, config, split)
@@ -329,34 +394,52 @@ def run_campaign(
     judges = {name: shrink(judge_config(name)) for name in names}
     judge_dirs = {name: root / name / "judge" / digest(c) for name, c in judges.items()}
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
-    todo = []
+    todo: list[tuple[str, dict[int, Any], int, Callable[..., dict[str, Any]], str, bool]] = []
     for seed in seeds:
         for name in names:
             for variant, changes in chosen.items():
                 config = shrink(variant_config(name, seed, **changes))
-                key = f"{name}/{variant}/seed{seed}/{digest(config)}/{digest(judges[name])}"
+                cell: Callable[..., dict[str, Any]]
+                if variant == TUNED:
+                    if tuning_photos(name) is None:
+                        continue
+                    start = root / name / DEFAULT_DECODER / f"seed{seed}" / digest(config)
+                    reward = shrink(reward_config(name, seed))
+                    reward_dir = root / name / "reward" / f"seed{seed}" / digest(reward)
+                    tuning = shrink(tuning_config(name, seed, str(start), str(reward_dir)))
+                    settings = digest(
+                        replace(tuning, generator=digest(config), reward_model=digest(reward))
+                    )
+                    folder = root / name / variant / f"seed{seed}" / settings
+                    cell = partial(run_tuned_cell, config, start, reward, reward_dir, tuning)
+                else:
+                    settings = digest(config)
+                    folder = root / name / variant / f"seed{seed}" / settings
+                    cell = partial(run_cell, config)
+                key = f"{name}/{variant}/seed{seed}/{settings}/{digest(judges[name])}"
                 key = key if split == "test" else f"{split}/{key}"
                 slot = results.setdefault(name, {}).setdefault(variant, {})
                 if key in cells:
                     slot[seed] = cells[key]
                 elif train_too:
-                    folder = root / name / variant / f"seed{seed}" / digest(config)
-                    todo.append((key, slot, seed, config, folder, name))
+                    todo.append((key, slot, seed, partial(cell, folder), name, variant == TUNED))
     if not todo:
         return results
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(lanes, mp_context=context) as pool:
-        needed = {name for *_, name in todo}
+        needed = {name for *_, name, _ in todo}
         for future in [pool.submit(train_judge, judges[n], judge_dirs[n]) for n in needed]:
             future.result()
-        futures = [
-            (key, slot, seed,
-             pool.submit(run_cell, config, folder, str(judge_dirs[name]), name, split))
-            for key, slot, seed, config, folder, name in todo
-        ]  # fmt: skip
-        for key, slot, seed, future in futures:
-            slot[seed] = cells[key] = future.result()
-            store.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
+        # tuned cells start from the default decoder's run folders: those come first
+        for phase in (False, True):
+            futures = [
+                (key, slot, seed, pool.submit(cell, str(judge_dirs[name]), name, split))
+                for key, slot, seed, cell, name, tuned in todo
+                if tuned == phase
+            ]
+            for key, slot, seed, future in futures:
+                slot[seed] = cells[key] = future.result()
+                store.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
     return results
 
 
@@ -412,6 +495,13 @@ def summarise(
                                      [at(old[s], p) for s in shared])
             for label, p in HEADLINE.items()
         }  # fmt: skip
+    start, tuned = by_decoder.get(DEFAULT_DECODER, {}), by_decoder.get(TUNED, {})
+    if shared := sorted(set(start) & set(tuned)):
+        summary["tuned_minus_untuned"] = {"seeds": shared} | {
+            label: paired_difference([at(tuned[s], p) for s in shared],
+                                     [at(start[s], p) for s in shared])
+            for label, p in HEADLINE.items()
+        }  # fmt: skip
     if split == "test" and name in TARGETS and "faithful" in summary:
         greedy, nll = summary["faithful"]["greedy"], summary["nll"]["nll"]
         found = {"greedy_acc@1": greedy["acc@1"], "greedy_x_chance@1": greedy["x_chance@1"],
@@ -455,6 +545,11 @@ def main() -> None:
         "per batch of pairs after its pre-training epochs",
     )  # fmt: skip
     parser.add_argument(
+        "--tuned", action="store_true",
+        help=f"also {TUNED}: the default decoder's generators after reward tuning "
+        "(fgsbir.train.reward_tuning) on the data set's unlabelled photos",
+    )  # fmt: skip
+    parser.add_argument(
         "--split", choices=SPLITS, default=SPLITS[0],
         help="score the cells on the test split, or on each generator's validation split (to "
         "choose settings without the test split; results in generator_val.json)",
@@ -478,7 +573,7 @@ def main() -> None:
     results_dir = runs if args.smoke else RESULTS_DIR
     runs.mkdir(parents=True, exist_ok=True)
     stem = "generator" if args.split == "test" else f"generator_{args.split}"
-    chosen = variants(args.decoders, args.pretrain_mix)
+    chosen = variants(args.decoders, args.pretrain_mix, args.tuned)
     found = run_campaign(
         args.datasets, chosen, args.seeds, runs, results_dir / f"{stem}_cells.json", args.split,
         args.lanes, args.smoke, not args.report_only,
@@ -487,6 +582,8 @@ def main() -> None:
                 "seeds": args.seeds, "judge_seed": 0, "classifier_folds": FOLDS}  # fmt: skip
     if args.pretrain_mix:
         settings["pretrain_mix"] = args.pretrain_mix
+    if args.tuned:
+        settings["tuned"] = {"reward_backbone": REWARD_BACKBONE, "photos": TUNING_PHOTOS}
     if args.split != "test":
         settings["split"] = args.split
     results: dict[str, Any] = {"settings": settings}

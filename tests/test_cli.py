@@ -24,7 +24,10 @@ from fgsbir.inference import generate
 from fgsbir.sketch.io import write_svg
 
 HEAVY = ("torch", "timm", "fastapi", "uvicorn", "faiss", "matplotlib")
-COMMANDS = ("train", "evaluate", "train-generator", "generate", "index", "search", "serve", "demo")
+COMMANDS = (
+    "train", "evaluate", "train-generator", "tune-generator", "generate", "index", "search",
+    "serve", "demo",
+)  # fmt: skip
 TINY_RETRIEVAL = [
     "model.backbone=mobilenetv3_small_050", "model.pretrained=false", "model.feature_level=null",
     "model.pool_grid=1", "model.embedding_dim=16", "prep.image_size=48", "batch_size=4",
@@ -129,6 +132,7 @@ def test_every_command_and_option_is_explained() -> None:
 
 def test_help_shows_the_epochs_each_training_command_defaults_to() -> None:
     from fgsbir.train.generator import GeneratorConfig
+    from fgsbir.train.reward_tuning import RewardTuningConfig
     from fgsbir.train.semi import SemiConfig
     from fgsbir.train.supervised import TrainConfig
 
@@ -137,6 +141,8 @@ def test_help_shows_the_epochs_each_training_command_defaults_to() -> None:
     assert f"(default: {TrainConfig().run.epochs})" in train
     assert SemiConfig().run.epochs == TrainConfig().run.epochs  # --method semi: the same
     assert f"(default: {GeneratorConfig().run.epochs})" in generator
+    tuning = _entries(_help_page(["tune-generator"]))["--epochs N"]
+    assert f"(default: {RewardTuningConfig().run.epochs})" in tuning
 
 
 # -- argument checks -----------------------------------------------------------------------------

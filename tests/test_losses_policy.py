@@ -4,7 +4,13 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
-from fgsbir.losses.policy import RunningBaseline, reinforce_loss, retrieval_reward
+from fgsbir.losses.policy import (
+    RunningBaseline,
+    group_baseline,
+    reinforce_loss,
+    retrieval_reward,
+    similarity_reward,
+)
 
 
 def test_reinforce_loss_matches_hand_computation() -> None:
@@ -72,3 +78,23 @@ def test_retrieval_reward_grows_as_a_sketch_nears_its_photo() -> None:
     reward_near = retrieval_reward(near, photos)
     assert reward_near[0] > reward_far[0] and reward_near[2] > reward_far[2]
     assert ((reward_near >= 0) & (reward_near <= 1)).all()
+
+
+def test_similarity_reward_counts_standard_deviations_above_the_gallery() -> None:
+    sketches = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # norms do not matter
+    photos = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    gallery = torch.tensor([[0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    # sketch 0: own similarity 1, gallery [0, -1, 0] (mean -1/3, sd 1/sqrt(3))
+    # sketch 1: own similarity 0, gallery [1, 0, -1] (mean 0, sd 1)
+    expected = [(1 + 1 / 3) * math.sqrt(3), 0.0]
+    assert similarity_reward(sketches, photos, gallery).tolist() == pytest.approx(expected)
+
+
+def test_group_baseline_is_the_mean_of_each_photos_samples() -> None:
+    rewards = torch.tensor([1.0, 3.0, 10.0, 20.0], requires_grad=True)
+    assert group_baseline(rewards, 2).tolist() == [2.0, 2.0, 15.0, 15.0]
+    # every group's advantages sum to zero: a photo's samples only compete with each other
+    advantage = rewards - group_baseline(rewards, 2)
+    assert advantage.view(2, 2).sum(1).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="groups of 3"):
+        group_baseline(rewards, 3)

@@ -1,5 +1,6 @@
-"""``fgsbir train-generator`` and ``fgsbir generate``: thin layers over
-:mod:`fgsbir.train.generator` and :mod:`fgsbir.inference`."""
+"""``fgsbir train-generator``, ``fgsbir tune-generator`` and ``fgsbir generate``: thin layers
+over :mod:`fgsbir.train.generator`, :mod:`fgsbir.train.reward_tuning` and
+:mod:`fgsbir.inference`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from fgsbir.sketch.strokes import Sketch
 
 EPOCHS = 30  # GeneratorConfig's run.epochs, for the help (tests/test_cli.py checks they agree)
+TUNING_EPOCHS = 2  # RewardTuningConfig's, likewise
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +41,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_training_arguments(p, epochs=EPOCHS)
     p.set_defaults(func=_train)
+
+    p = subparsers.add_parser(
+        "tune-generator",
+        help="tune a trained generator to draw sketches that find their own photo "
+        "(resumes a stopped run)",
+        description="Tune a generator run by policy gradient on unlabelled photos: a trained "
+        "retrieval model scores how well each drawn sketch finds its photo among other photos, "
+        "and the generator learns to draw the sketches that score best, while its sequence "
+        "loss on the data set's pairs keeps them human. The validation photos' scores pick the "
+        "epoch (epoch 0: the generator as it was). Writes a generator run folder.",
+    )
+    add_training_arguments(p, epochs=TUNING_EPOCHS)
+    p.add_argument(
+        "--generator", required=True, metavar="RUN_DIR",
+        help="run folder of 'fgsbir train-generator' to start from",
+    )  # fmt: skip
+    p.add_argument(
+        "--reward-model", required=True, metavar="RUN_DIR",
+        help="run folder of 'fgsbir train' whose model scores the sketches",
+    )  # fmt: skip
+    p.add_argument(
+        "--unlabelled", action="append", required=True, metavar="PHOTO_DIR",
+        help="a folder of unlabelled photos to draw (repeatable; the training photos without "
+        "sketches join them)",
+    )  # fmt: skip
+    p.set_defaults(func=_tune)
 
     p = subparsers.add_parser(
         "generate",
@@ -82,6 +110,31 @@ def _train(args: argparse.Namespace) -> int:
             print(f"{split:>5}: NLL per point {m['nll']:.4f} ({m['n_sketches']} sketches)")
     if result["skipped_steps"]:
         print(f"skipped {result['skipped_steps']} steps with a non-finite loss")
+    for picture in result["pictures"]:
+        print(f"picture: {picture}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from fgsbir.train.reward_tuning import RewardTuningConfig, tune_generator
+
+    values = training_values(args) | {
+        "data.unlabelled": args.unlabelled,
+        "generator": args.generator,
+        "reward_model": args.reward_model,
+    }
+    config = load_config(RewardTuningConfig, args.config, args.set, **values)
+    begin_training(config.run)
+    result = tune_generator(config)
+    if not result:  # only rank 0 of a distributed run reports
+        return 0
+    print(f"run folder: {config.run.out} (best epoch {result['best_epoch']})")
+    if "found" in result:
+        found = result["found"]
+        print(
+            f"  val: photos found by their sketches at MRR {found['mrr']:.4f}, "
+            f"acc@1 {found['acc@1']:.4f}"
+        )
     for picture in result["pictures"]:
         print(f"picture: {picture}")
     return 0

@@ -1,8 +1,12 @@
-"""REINFORCE for the photo-to-sketch generator: a retrieval reward and a running baseline.
+"""REINFORCE for the photo-to-sketch generator: retrieval rewards and baselines.
 
 The generator samples a sketch for a photo; the retrieval model scores how well that sketch finds
-its photo (:func:`retrieval_reward`); :func:`reinforce_loss` then raises the log-probability of
-sketches that scored above the :class:`RunningBaseline` and lowers it for those below.
+its photo (:func:`retrieval_reward` among a batch's photos, or :func:`similarity_reward` against
+a gallery); :func:`reinforce_loss` then raises the log-probability of sketches that scored above
+the baseline and lowers it for those below. The baseline is a :class:`RunningBaseline` over
+batches, or, with several samples per photo, the mean of the photo's own samples
+(:func:`group_baseline`), so a sketch is pushed up only for finding its photo better than its
+siblings do, whatever the photo's difficulty.
 """
 
 from __future__ import annotations
@@ -67,3 +71,26 @@ def retrieval_reward(
     """
     log_p = F.log_softmax(-pairwise_distances(sketch_emb, photo_emb) / tau, dim=1)
     return log_p.diagonal().exp()
+
+
+@torch.no_grad()
+def similarity_reward(
+    sketch_emb: torch.Tensor, photo_emb: torch.Tensor, gallery_emb: torch.Tensor
+) -> torch.Tensor:
+    """``(B,)``: how far sketch ``i``'s cosine similarity to its photo ``i`` stands above its
+    similarities to the ``(G, D)`` gallery photos (other photos), in standard deviations of the
+    latter. It keeps moving where a softmax over the gallery has saturated at 0 (a sketch far
+    down the ranking) or 1."""
+    sketches = F.normalize(sketch_emb, dim=1)
+    own = (sketches * F.normalize(photo_emb, dim=1)).sum(1)
+    others = sketches @ F.normalize(gallery_emb, dim=1).T
+    return (own - others.mean(1)) / others.std(1).clamp_min(1e-6)
+
+
+def group_baseline(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each reward's baseline: the mean reward of its group, ``group_size`` consecutive samples
+    (of one photo)."""
+    if group_size < 1 or len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    means = rewards.detach().view(-1, group_size).mean(1)
+    return means.repeat_interleave(group_size)

@@ -33,7 +33,7 @@ from fgsbir.config import (
     Positive,
     RunOptions,
 )
-from fgsbir.data.dataset import SketchRecord, Split, load_data, load_dataset
+from fgsbir.data.dataset import Dataset, SketchRecord, Split, load_data, load_dataset
 from fgsbir.data.edge_sketches import edge_sketch_split
 from fgsbir.data.sampling import cycled_batch, shuffled_batches
 from fgsbir.data.sequences import (
@@ -161,6 +161,25 @@ def pretrain_split(config: GeneratorConfig) -> tuple[Split, str]:
         return data.train, "photos" if paired else "rendered sketches"
     traced = edge_sketch_split(data.unlabelled, config.model.max_points)
     return traced, "photos, with their traced edge maps as sketches"
+
+
+def generator_report(
+    generator: TrainedGenerator, dataset: Dataset, out: str | Path, rows: int
+) -> dict[str, Any]:
+    """A trained generator's NLL on the validation and test sketches, and a grid of ``rows`` of
+    its sketches (of the test photos, else the validation ones) in the run folder ``out``."""
+    result: dict[str, Any] = {"pictures": []}
+    for name in ("val", "test"):
+        scores = generator.nll(getattr(dataset, name))
+        if scores is not None:
+            result[name] = scores
+    shown = "test" if dataset.test.sketches else "val"
+    split: Split = getattr(dataset, shown)
+    if split.sketches:
+        grid = Path(out) / GRID_PNG.format(split=shown)
+        write_generated_grid(generator, split, grid, rows)
+        result["pictures"].append(str(grid))
+    return result
 
 
 class GeneratorTask(Task):
@@ -308,20 +327,8 @@ class GeneratorTask(Task):
         return metrics, -metrics["nll"]
 
     def finish(self, run_config: dict[str, Any]) -> dict[str, Any]:
-        """NLL on validation and test, and a grid of generated sketches."""
         generator = TrainedGenerator(self.model, run_config, self.ctx.device)
-        result: dict[str, Any] = {"pictures": []}
-        for name in ("val", "test"):
-            scores = generator.nll(getattr(self.dataset, name))
-            if scores is not None:
-                result[name] = scores
-        shown = "test" if self.dataset.test.sketches else "val"
-        split: Split = getattr(self.dataset, shown)
-        if split.sketches:
-            grid = Path(self.config.run.out) / GRID_PNG.format(split=shown)
-            write_generated_grid(generator, split, grid, self.config.grid_rows)
-            result["pictures"].append(str(grid))
-        return result
+        return generator_report(generator, self.dataset, self.config.run.out, self.config.grid_rows)
 
     def card(self, run_config: dict[str, Any], metrics: dict[str, Any]) -> str:
         return model_card(run_config, metrics)

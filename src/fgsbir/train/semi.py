@@ -316,7 +316,9 @@ class SemiTask(RetrievalTask):
             rewards, found = self.policy.rewards(groups, fake_logits)
             stats |= found
         labelled_encoding = batch.encoding.rows(slice(u, None))
-        stats |= self.policy.update(drawn, rewards, batch.labelled, labelled_encoding)
+        stats |= self.policy.update(
+            drawn.sample.log_prob, rewards, batch.labelled, labelled_encoding
+        )
         # a skipped generator update skips (part of) the joint step: the loop counts it
         stats["skipped"] = stats["skipped"] or bool(stats.get("skipped_generator"))
         return stats

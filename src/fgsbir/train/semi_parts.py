@@ -160,19 +160,26 @@ class SketchPolicy:
         return found + self.config.reward_disc_weight * realism, stats
 
     def update(
-        self, drawn: Drawn, rewards: torch.Tensor | None, labelled: Labelled, encoding: Encoding
+        self,
+        log_prob: torch.Tensor,
+        rewards: torch.Tensor | None,
+        labelled: Labelled,
+        encoding: Encoding,
+        baseline: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """One clipped step on REINFORCE (when ``rewards`` are given) plus the weighted sequence
         loss of the labelled sequences (``encoding``: their photos'); ``skipped_generator`` is 1
-        when its loss or gradient was not finite."""
+        when its loss or gradient was not finite. ``log_prob``: the drawn sketches'; the
+        ``baseline`` is the running one unless given (one per sketch)."""
         config = self.config
         stats: dict[str, float] = {}
         loss = torch.zeros((), device=self.ctx.device)
         if rewards is not None:
-            baseline = self.baseline.update(rewards)
-            pg = reinforce_loss(drawn.sample.log_prob, rewards, baseline)
+            subtracted = self.baseline.update(rewards) if baseline is None else baseline
+            pg = reinforce_loss(log_prob, rewards, subtracted)
             loss = loss + config.pg_weight * pg
-            stats |= {"reward": rewards.mean().item(), "baseline": baseline, "pg_loss": pg.item()}
+            mean = subtracted if isinstance(subtracted, float) else subtracted.mean().item()
+            stats |= {"reward": rewards.mean().item(), "baseline": mean, "pg_loss": pg.item()}
         if config.supervised_weight > 0 and len(labelled.targets):
             mixture, mu, log_var = self.model(encoding, labelled.targets)
             nll = point_nll(mixture, labelled.targets, labelled.lengths)

@@ -117,7 +117,7 @@ def test_tuning_writes_a_generator_run_that_moved_from_its_start(
     assert [r["epoch"] for r in val] == [0, 1, 2]  # epoch 0: the start generator
     assert all(0.0 < r["mrr"] <= 1.0 and math.isfinite(r["nll"]) for r in val)
     train_records = [r for r in records if r["split"] == "train"]
-    for key in ("reward", "baseline", "gen_nll", "loss"):
+    for key in ("reward", "baseline", "pg_loss", "gen_nll", "loss"):
         assert all(math.isfinite(r[key]) for r in train_records), key
     # group baselines: each photo's advantages sum to zero, so the baseline is the mean reward
     assert all(r["baseline"] == pytest.approx(r["reward"], abs=1e-5) for r in train_records)

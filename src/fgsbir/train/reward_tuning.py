@@ -190,7 +190,7 @@ class RewardTuningTask(Task):
             self.model.encode_map(labelled.maps.to(device)),
             baseline=group_baseline(rewards, k),
         )
-        stats["loss"] = stats.pop("pg_loss") + stats.get("gen_nll", 0.0)
+        stats["loss"] = stats["pg_loss"] + config.supervised_weight * stats.get("gen_nll", 0.0)
         stats["skipped"] = bool(stats.pop("skipped_generator", False))
         return stats
 

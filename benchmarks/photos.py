@@ -182,10 +182,14 @@ BACKBONE_ARMS = {"base": CAMPAIGN_BACKBONE, "lite1": "efficientnet_lite1",
                  "lite2": "efficientnet_lite2"}  # fmt: skip
 
 
+MIN_SEEDS = 5  # an arm competes for the best recipe once it has run this many seeds
+
+
 def choose(results: dict[str, Any], names: list[str]) -> str | None:
-    """Of ``names``, the arm with the best mean validation acc@1 at full labels."""
+    """Of ``names``, the arm with the best mean validation acc@1 at full labels (of those with
+    :data:`MIN_SEEDS` seeds at least)."""
     full = results.get("1.0", {})
-    ran = [name for name in names if full.get(name)]
+    ran = [name for name in names if len(full.get(name, {})) >= MIN_SEEDS]
     return max(
         ran,
         key=lambda name: statistics.mean(r["val_acc@1"] for r in full[name].values()),

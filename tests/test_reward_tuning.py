@@ -7,13 +7,13 @@ import contextlib
 import io
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import changed_keys, two_threads  # noqa: F401 (a fixture)
 
 from fgsbir.cli import main
 from fgsbir.config import DataConfig, RunOptions
@@ -29,14 +29,6 @@ from fgsbir.train.reward_tuning import RewardTuningConfig, RewardTuningTask, tun
 from fgsbir.train.supervised import TrainConfig, train
 
 BACKBONE = "test_efficientnet"  # timm's tiny test network: the test is about the training loop
-
-
-@pytest.fixture(autouse=True)
-def two_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +86,6 @@ def tuned(runs: dict[str, str]) -> tuple[Path, str]:
     return out, printed.getvalue()
 
 
-def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
-    return {key for key, value in before.items() if not torch.equal(value, after[key])}
-
-
 def test_tuning_writes_a_generator_run_that_moved_from_its_start(
     tuned: tuple[Path, str], runs: dict[str, str]
 ) -> None:
@@ -122,7 +110,7 @@ def test_tuning_writes_a_generator_run_that_moved_from_its_start(
     # group baselines: each photo's advantages sum to zero, so the baseline is the mean reward
     assert all(r["baseline"] == pytest.approx(r["reward"], abs=1e-5) for r in train_records)
 
-    moved = _changed(load_file(Path(runs["generator"]) / "model.safetensors"),
+    moved = changed_keys(load_file(Path(runs["generator"]) / "model.safetensors"),
                      load_resume_state(out)["model"])  # fmt: skip
     assert any(key.startswith("cell.") for key in moved)
     assert not any(key.startswith("backbone.") for key in moved)
@@ -147,7 +135,7 @@ def test_resumed_tuning_matches_an_uninterrupted_one(
     monkeypatch.setattr(RewardTuningTask, "step", step)
     resumed = tune_generator(tiny_config(runs, tmp_path / "resumed"))
     a, b = (load_resume_state(tmp_path / name) for name in ("straight", "resumed"))
-    assert not _changed(a["model"], b["model"])
+    assert not changed_keys(a["model"], b["model"])
     assert resumed["found"] == straight["found"] and resumed["test"] == straight["test"]
 
 

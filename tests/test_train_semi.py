@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import changed_keys, two_threads  # noqa: F401 (a fixture)
 
 from fgsbir.cli import main
 from fgsbir.config import DataConfig, RunOptions
@@ -37,14 +37,6 @@ TINY_GENERATOR = GeneratorArch(
     backbone=BACKBONE, image_size=64, feature_dim=16, attention_dim=16, hidden=32, z_dim=8,
     components=3, max_points=12,
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def two_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
 
 
 def config_policy() -> PolicyConfig:
@@ -86,10 +78,6 @@ def semi_run(data: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     return out, train_semi(tiny_config(data, out))
 
 
-def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
-    return {key for key, value in before.items() if not torch.equal(value, after[key])}
-
-
 def test_joint_run_trains_both_models_into_a_complete_run_folder(
     semi_run: tuple[Path, dict], data: tuple[str, str]
 ) -> None:
@@ -116,9 +104,9 @@ def test_joint_run_trains_both_models_into_a_complete_run_folder(
 
     # both models moved away from their start runs; the generator's backbone stayed frozen
     state = load_resume_state(out)
-    assert _changed(load_file(out / "start_retrieval" / "model.safetensors"), state["model"])
+    assert changed_keys(load_file(out / "start_retrieval" / "model.safetensors"), state["model"])
     start_generator = load_file(out / "start_generator" / "model.safetensors")
-    moved = _changed(start_generator, state["generator"])
+    moved = changed_keys(start_generator, state["generator"])
     assert any(key.startswith("cell.") for key in moved)
     assert any(key.startswith("project.") for key in moved)
     assert not any(key.startswith("backbone.") for key in moved)
@@ -152,10 +140,10 @@ def test_ablation_switches(semi_run: tuple[Path, dict], data: tuple[str, str], t
     result = train_semi(config)
     assert result["start"]["retrieval_s"] == 0.0  # given, not trained
     state = load_resume_state(tmp_path / "ablation")
-    assert not _changed(
+    assert not changed_keys(
         load_file(out / "start_generator" / "model.safetensors"), state["generator"]
     )
-    assert _changed(load_file(out / "start_retrieval" / "model.safetensors"), state["model"])
+    assert changed_keys(load_file(out / "start_retrieval" / "model.safetensors"), state["model"])
     train = [
         r for r in read_metrics(tmp_path / "ablation" / "metrics.jsonl") if r["split"] == "train"
     ]
@@ -233,7 +221,7 @@ def test_resumed_run_matches_an_uninterrupted_one(
     done = [(s["progress"]["epoch"], s["progress"]["step"]) for s in (a, b)]
     assert done == [(2, 6), (2, 6)]
     for part in ("model", "generator", "discriminator"):
-        assert not _changed(a[part], b[part]), part
+        assert not changed_keys(a[part], b[part]), part
     assert resumed["test"] == straight["test"]
 
     def without_time(run: str) -> list[dict]:

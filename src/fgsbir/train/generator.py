@@ -87,6 +87,16 @@ class GeneratorConfig:
     grid_rows: Count = 8  # photos in the final grid picture
 
 
+def nll_table(metrics: dict[str, Any]) -> list[str]:
+    """A model card's table of a generator run's NLL on the validation and test sketches."""
+    lines = ["| split | NLL per point | sketches |", "|---|---|---|"]
+    for split in ("val", "test"):
+        if split in metrics:
+            scores = metrics[split]
+            lines.append(f"| {split} | {scores['nll']:.4f} | {scores['n_sketches']} |")
+    return lines
+
+
 def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short README.md for a generator run folder."""
     arch = config["model"]
@@ -125,15 +135,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"Best epoch on the validation split: {metrics.get('best_epoch')}; "
         f"skipped non-finite steps: {metrics.get('skipped_steps', 0)}.",
         "",
-        "| split | NLL per point | sketches |",
-        "|---|---|---|",
-    ]
-    for split in ("val", "test"):
-        if split in metrics:
-            lines.append(
-                f"| {split} | {metrics[split]['nll']:.4f} | {metrics[split]['n_sketches']} |"
-            )
-    lines += [
+        *nll_table(metrics),
         "",
         "Draw with `fgsbir generate RUN_DIR PHOTO... --out DIR` or, in Python, "
         "`fgsbir.inference.load_generator(RUN_DIR).draw(photos)`.",

@@ -46,7 +46,7 @@ from fgsbir.inference import load_embedder, sequence_nll
 from fgsbir.losses.policy import group_baseline, similarity_reward
 from fgsbir.models.generator import PhotoToSketch, samples_to_sketches
 from fgsbir.runs import Stateful
-from fgsbir.train.generator import generator_report
+from fgsbir.train.generator import generator_report, nll_table
 from fgsbir.train.loop import Progress, Task, fit
 from fgsbir.train.semi_parts import PolicyConfig, SketchPolicy
 
@@ -238,14 +238,11 @@ class RewardTuningTask(Task):
             f"Best epoch on the validation photos' MRR (epoch 0: the start generator): "
             f"{metrics.get('best_epoch')}.",
             "",
-            "| split | NLL per point | sketches |",
-            "|---|---|---|",
+            *nll_table(metrics),
+            "",
+            "Draw with `fgsbir generate RUN_DIR PHOTO... --out DIR`.",
+            "",
         ]
-        for split in ("val", "test"):
-            if split in metrics:
-                scores = metrics[split]
-                lines.append(f"| {split} | {scores['nll']:.4f} | {scores['n_sketches']} |")
-        lines += ["", "Draw with `fgsbir generate RUN_DIR PHOTO... --out DIR`.", ""]
         return "\n".join(lines)
 
 

@@ -125,22 +125,16 @@ class FakeGenerator:
 def make_tiny_generator_run(run_dir: Path) -> Path:
     """An untrained edge-pointer generator run folder (MobileNetV3 at 64 px) whose pen head is
     biased against ending, so that it always draws its 12 points."""
+    from dataclasses import replace
+
+    from train_helpers import TINY_GENERATOR
+
     from fgsbir.config import config_to_dict
-    from fgsbir.models.generator import GeneratorArch, create_generator
+    from fgsbir.models.generator import create_generator
     from fgsbir.runs import save_model
     from fgsbir.train.generator import GeneratorConfig
 
-    arch = GeneratorArch(
-        backbone="mobilenetv3_small_050",
-        image_size=64,
-        feature_dim=16,
-        attention_dim=16,
-        hidden=32,
-        z_dim=8,
-        components=3,
-        max_points=12,
-        edge_points=24,
-    )
+    arch = replace(TINY_GENERATOR, backbone="mobilenetv3_small_050")
     config = config_to_dict(GeneratorConfig(model=arch, pretrained=False))
     config = {"kind": "generator", **config, "scale": 16.0, "canvas": 256.0}
     torch.manual_seed(0)

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from train_helpers import TINY_GENERATOR
 
 from fgsbir.data.edge_sketches import edge_points
 from fgsbir.data.transforms import photos_to_tensor
 from fgsbir.losses.sequence import kl_loss, point_nll
-from fgsbir.models.generator import GeneratorArch, PhotoToSketch, SampleResult, create_generator
+from fgsbir.models.generator import PhotoToSketch, SampleResult, create_generator
 from fgsbir.sketch.strokes import Sketch, stroke3_to_stroke5
 
 SIDE = 256.0  # the canvas of photos and sketches, in pixels
 SCALE = 32.0  # pixels per offset unit
-ARCH = GeneratorArch(
-    image_size=64,
-    feature_dim=16,
-    attention_dim=16,
-    hidden=32,
-    z_dim=8,
-    components=3,
-    max_points=8,
-    edge_points=24,
-)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+ARCH = dataclasses.replace(TINY_GENERATOR, max_points=8)
 
 
 def _box(seed: int) -> np.ndarray:

@@ -3,13 +3,13 @@ sketch output; old run configs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from train_helpers import TINY_GENERATOR
 
 from fgsbir.data.transforms import photos_to_tensor
 from fgsbir.losses.sequence import kl_loss, stroke_nll
@@ -23,27 +23,8 @@ from fgsbir.models.generator import (
     samples_to_sketches,
 )
 
-TINY = GeneratorArch(
-    decoder="attentive",
-    image_size=64,
-    feature_dim=16,
-    attention_dim=16,
-    hidden=32,
-    z_dim=8,
-    components=3,
-    max_points=12,
-    edge_points=24,
-)
+TINY = replace(TINY_GENERATOR, decoder="attentive")
 CANVAS_UNITS = 8.0  # a 256-pixel canvas at a scale factor of 32
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops run fastest on one thread (and do not fight the rest of the suite for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=["attentive", "edge_pointer"])
@@ -113,8 +94,8 @@ def test_recurrent_dropout_acts_in_training_only() -> None:
     rest scaled by ``1 / (1 - p)``) but never the memory; in evaluation the cell is a plain LSTM.
     Watched on the first decoder step: what the LSTM cell reads and what the head sees."""
     torch.manual_seed(0)
-    model = PhotoToSketch(GeneratorArch(**{**TINY.__dict__, "dropout": 0.5}), pretrained=False)
-    plain = PhotoToSketch(GeneratorArch(**{**TINY.__dict__, "dropout": 0.0}), pretrained=False)
+    model = PhotoToSketch(replace(TINY, dropout=0.5), pretrained=False)
+    plain = PhotoToSketch(replace(TINY, dropout=0.0), pretrained=False)
     plain.load_state_dict(model.state_dict())  # the same weights, without dropout
     seen: dict[str, tuple[torch.Tensor, ...]] = {}
     model.cell.register_forward_pre_hook(lambda _, args: seen.update(cell=args))

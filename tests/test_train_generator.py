@@ -6,7 +6,6 @@ import json
 import math
 import pickle
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
+from train_helpers import TINY_GENERATOR
 
 import fgsbir.train.generator as train_module
 from fgsbir.cli import main
@@ -33,22 +33,11 @@ from fgsbir.sketch.strokes import Sketch
 from fgsbir.train.generator import GeneratorConfig, train_generator
 
 TINY_MODEL = {
-    "image_size": 64,
-    "feature_dim": 16,
-    "attention_dim": 16,
-    "hidden": 32,
-    "z_dim": 8,
-    "components": 3,
-    "max_points": 12,
+    name: value
+    for name, value in TINY_GENERATOR.__dict__.items()
+    if value != getattr(GeneratorArch(), name)
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+"""The tiny generator's settings that differ from the defaults (for ``--set`` too)."""
 
 
 def _polygon(i: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Shared by the training tests: a two-thread fixture and comparing saved weights."""
+"""Shared by the training tests: a two-thread fixture, comparing saved weights, and a tiny
+generator architecture."""
 
 from __future__ import annotations
 
@@ -6,6 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+
+from fgsbir.models.generator import GeneratorArch
+
+TINY_GENERATOR = GeneratorArch(
+    image_size=64,
+    feature_dim=16,
+    attention_dim=16,
+    hidden=32,
+    z_dim=8,
+    components=3,
+    max_points=12,
+    edge_points=24,
+)
+"""An edge-pointer generator small enough to train in a test in seconds."""
 
 
 @pytest.fixture(autouse=True)

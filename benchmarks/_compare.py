@@ -4,7 +4,8 @@ Each run trains in its own folder (``<root>/<arm>/f<fraction>/seed<seed>``, resu
 interrupted); a finished run's scores go to a cell store, a JSON file kept in the repository
 (``benchmarks/results/<name>_cells.json``), keyed by the arm, fraction, seed and a digest of the
 run's settings, with the commit that produced them. A cell already in the store is never trained
-again, so a campaign carries on across sessions and machines, and a changed recipe starts afresh.
+again, so a campaign carries on across sessions and machines, and a changed recipe starts afresh;
+campaigns over other seeds or arms may share the store while they run (one lane each, say).
 The summary gives, per fraction and arm, each seed's test acc@1 with their mean and standard
 deviation, and against the arm's baseline (paired by seed) the mean difference with a 95%
 confidence interval (Student's t over the per-seed differences).
@@ -12,6 +13,7 @@ confidence interval (Student's t over the per-seed differences).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -115,9 +117,21 @@ def run_campaign(
     with ProcessPoolExecutor(lanes, mp_context=context) as pool:
         futures = [(k, slot, s, pool.submit(_run, a, c, d)) for k, slot, s, a, c, d in todo]
         for key, slot, seed, future in futures:
-            slot[seed] = cells[key] = future.result()
-            store.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
+            slot[seed] = future.result()
+            add_cell(store, key, slot[seed])
     return results
+
+
+def add_cell(store: Path, key: str, scores: dict[str, Any]) -> None:
+    """Add one cell to the store, keeping the cells that other campaigns (other seeds or arms,
+    run at the same time) have added since this one read it."""
+    with open(store.with_name(f".{store.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cells = json.loads(store.read_text()) if store.is_file() else {}
+        cells[key] = scores
+        partial = store.with_name(f".{store.name}.partial")
+        partial.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
+        partial.replace(store)
 
 
 def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:

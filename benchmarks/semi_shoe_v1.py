@@ -56,7 +56,8 @@ from _compare import (
 )
 from _record import RESULTS_DIR, record
 from generator import DEFAULT_DECODER, PRETRAIN_MIX
-from photos import TIME_RATIO, DataSet, data_set, recipe
+from photos import EDGE_EPOCHS, TIME_RATIO, DataSet, data_set, recipe
+from photos import arms as photo_arms
 
 from fgsbir.config import DataConfig, RunOptions, config_to_dict
 from fgsbir.data.dataset import load_data, load_dataset
@@ -67,7 +68,7 @@ from fgsbir.train.generator import GeneratorConfig, train_generator
 from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.semi import SemiConfig, train_semi
 from fgsbir.train.semi_parts import CriticConfig, PolicyConfig
-from fgsbir.train.supervised import EdgePairs, TrainConfig, train
+from fgsbir.train.supervised import TrainConfig, train
 
 DATA_SETS = ("shoe-v1", "synthetic")
 Decoder = Literal["edge_pointer", "attentive"]
@@ -97,11 +98,16 @@ and re-tune these."""
 BACKBONE = "efficientnet_lite1"
 """The retrieval backbone of every arm: that of the best recipe of benchmarks/photos.py."""
 
+START_ARM = "lite1_control"
+"""The photo-side benchmark's best recipe (its ``best_recipe``, chosen on validation at full
+labels): Lite1 on the labelled pairs alone, as many more epochs as two epochs of edge pairs take.
+So the ``semi`` arm learns from unlabelled photos only through the generator's pairs."""
+
 
 def start_recipe(data: DataSet, fraction: float, seed: int) -> TrainConfig:
-    """The semi run's start retrieval run: the best recipe of benchmarks/photos.py (now
-    ``lite1_edges``: two leading epochs of edge pseudo-pairs, then the default recipe)."""
-    return recipe(data, fraction, seed, edges=EdgePairs(epochs=2), backbone=BACKBONE)
+    """The semi run's start retrieval run: :data:`START_ARM` of benchmarks/photos.py."""
+    (start,) = [arm for arm in photo_arms(data, EDGE_EPOCHS) if arm.name == START_ARM]
+    return start.build(fraction, seed)
 
 
 def start_generator(data: DataSet, decoder: Decoder = "edge_pointer") -> GeneratorConfig:
@@ -230,7 +236,7 @@ def arms(data: DataSet, starts: Path) -> list[Arm]:
     return [
         Arm("semi", partial(semi, data), joint, "control"),
         Arm("control", partial(equal_time, data), train),
-        Arm("edges", partial(equal_time, data, edge_epochs=2), train, "control"),
+        Arm("edges", partial(equal_time, data, edge_epochs=EDGE_EPOCHS), train, "control"),
         Arm("start", partial(start_recipe, data), partial(train_start, starts)),
         variant("no_disc_weighting", disc_weighting=False),
         variant("no_distillation", distillation=False),

@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _compare import commit, paired_difference, settings_digest
+from _compare import add_cell, commit, paired_difference, settings_digest
 from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
 
 from fgsbir.config import DataConfig, RunOptions
@@ -438,8 +438,8 @@ def run_campaign(
                 if tuned == phase
             ]
             for key, slot, seed, future in futures:
-                slot[seed] = cells[key] = future.result()
-                store.write_text(json.dumps(cells, indent=1, sort_keys=True) + "\n")
+                slot[seed] = future.result()
+                add_cell(store, key, slot[seed])
     return results
 
 

@@ -78,6 +78,7 @@ from fgsbir.inference import (
 )
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.sketch.strokes import Sketch
+from fgsbir.train.faithfulness import COPY_BIASES, choose_copy_bias
 from fgsbir.train.generator import GeneratorConfig, train_generator
 from fgsbir.train.reward_tuning import RewardTuningConfig, tune_generator
 from fgsbir.train.supervised import TrainConfig, train
@@ -99,6 +100,9 @@ MRR): 0.31 / 0.34 and 0.38 / 0.34 against 0.24 / 0.31 and 0.25 / 0.32 without mi
 and 2.77 against 2.77 and 2.79); 0.5 did worse on seed 0 (0.15 / 0.28). Fine-tuning on the pairs
 alone unlearns the copying of edges that pre-training taught; mixing slows that down."""
 TUNED = f"{DEFAULT_DECODER}_tuned"
+COPIED = {f"{DEFAULT_DECODER}_copy": DEFAULT_DECODER, f"{TUNED}_copy": TUNED}
+"""The copy-bias variants (``--copy``), each by the variant whose generators it draws with the
+copy bias its seed's reward model picks on the validation photos (see :func:`run_copy_cell`)."""
 TUNING_PHOTOS = {"qmul-shoe-v1": "shoev2-photos"}  # see tuning_photos
 REWARD_BACKBONE = "efficientnet_lite0"
 """The reward model's backbone: not the judge's, so that what the tuning teaches must convince a
@@ -148,17 +152,21 @@ def generator_config(name: str, decoder: str, seed: int) -> GeneratorConfig:
 
 
 def variants(
-    decoders: list[str], mixes: list[float], tuned: bool = False
+    decoders: list[str], mixes: list[float], tuned: bool = False, copy: bool = False
 ) -> dict[str, dict[str, Any]]:
     """The generators compared, by name, with what they change in :func:`generator_config`: each
     decoder, the default decoder with each ``pretrain_mix`` of ``mixes`` instead of
-    ``PRETRAIN_MIX`` (``edge_pointer_mix0``: no mixing), and with ``tuned`` the default
-    decoder's generators after reward tuning (:data:`TUNED`, see :func:`run_tuned_cell`)."""
+    ``PRETRAIN_MIX`` (``edge_pointer_mix0``: no mixing), with ``tuned`` the default
+    decoder's generators after reward tuning (:data:`TUNED`, see :func:`run_tuned_cell`), and with
+    ``copy`` those drawing with a copy bias (:data:`COPIED`)."""
     named: dict[str, dict[str, Any]] = {decoder: {"decoder": decoder} for decoder in decoders}
     for mix in mixes:
         named[f"{DEFAULT_DECODER}_mix{mix:g}"] = {"decoder": DEFAULT_DECODER, "pretrain_mix": mix}
+    drawn = [DEFAULT_DECODER, TUNED] if tuned else [DEFAULT_DECODER]
     if tuned:
         named[TUNED] = {"decoder": DEFAULT_DECODER}
+    if copy:
+        named |= {name: {"decoder": DEFAULT_DECODER} for name, of in COPIED.items() if of in drawn}
     return named
 
 
@@ -323,36 +331,66 @@ def scored_split(name: str, config: GeneratorConfig, split: str) -> Split:
     return load_dataset(data_paths(name)[0]).test if split == "test" else load_data(config.data).val
 
 
+def train_generator_in(config: GeneratorConfig, folder: Path) -> dict[str, Any]:
+    """Train (or resume, or find) one generator in ``folder`` on one thread."""
+    return train_generator(on_one_thread(config, folder))
+
+
 def run_cell(
     config: GeneratorConfig, folder: Path, judge_dir: str, name: str, split: str
 ) -> dict[str, Any]:
     """Train (or resume) one generator on one thread and score it on the ``split`` photos."""
-    trained = train_generator(on_one_thread(config, folder))
-    return score_cell(config, folder, trained, judge_dir, name, split)
+    return score_cell(config, folder, train_generator_in(config, folder), judge_dir, name, split)
+
+
+def train_tuned(
+    config: GeneratorConfig, start: Path, reward: TrainConfig, reward_dir: Path,
+    tuning: RewardTuningConfig, folder: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Train (or find) the generator ``config`` in ``start`` (the default decoder's cell of the
+    seed) and the seed's ``reward`` model, and tune the generator as ``tuning`` says (on one
+    thread) into ``folder``; the tuning's result."""
+    train_generator(on_one_thread(config, start))
+    train(on_one_thread(reward, reward_dir))
+    return tune_generator(on_one_thread(tuning, folder))
 
 
 def run_tuned_cell(
     config: GeneratorConfig, start: Path, reward: TrainConfig, reward_dir: Path,
     tuning: RewardTuningConfig, folder: Path, judge_dir: str, name: str, split: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train (or find) the generator ``config`` in ``start`` (the default decoder's cell of the
-    seed) and the seed's ``reward`` model, tune the generator as ``tuning`` says (on one thread)
-    and score the tuned one. ``val_found`` is the tuned epoch's validation score,
-    ``start_kept`` whether that score kept the untuned generator (epoch 0)."""
-    train_generator(on_one_thread(config, start))
-    train(on_one_thread(reward, reward_dir))
-    trained = tune_generator(on_one_thread(tuning, folder))
+    """:func:`train_tuned`, then score the tuned generator. ``val_found`` is the tuned epoch's
+    validation score, ``start_kept`` whether that score kept the untuned generator (epoch 0)."""
+    trained = train_tuned(config, start, reward, reward_dir, tuning, folder)
     result = score_cell(config, folder, trained, judge_dir, name, split)
     return result | {"val_found": trained.get("found"), "start_kept": trained["best_epoch"] == 0}
 
 
+def run_copy_cell(
+    config: GeneratorConfig, trainer: Callable[[Path], dict[str, Any]], reward: TrainConfig,
+    reward_dir: Path, folder: Path, judge_dir: str, name: str, split: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Find the generator in ``folder`` (``trainer`` trains it, or finds it trained) and the
+    seed's ``reward`` model; the reward model picks the copy bias on the generator's validation
+    photos (:func:`~fgsbir.train.faithfulness.choose_copy_bias`, greedy MRR), and the generator
+    is scored drawing with it (``copy_val``: each bias's validation MRR)."""
+    trained = trainer(folder)
+    train(on_one_thread(reward, reward_dir))
+    generator = load_generator(folder, "cpu")
+    val = load_data(config.data).val
+    bias, found = choose_copy_bias(generator, load_embedder(str(reward_dir), "cpu"), val)
+    result = score_cell(config, folder, trained, judge_dir, name, split, copy_bias=bias)
+    copy_val = {f"{b:g}": round(float(scores["mrr"]), 4) for b, scores in found.items()}
+    return result | {"copy_bias": bias, "copy_val": copy_val}
+
+
 def score_cell(
     config: GeneratorConfig, folder: Path, trained: dict[str, Any], judge_dir: str, name: str,
-    split: str,
+    split: str, copy_bias: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     """The scores of the generator in ``folder`` (trained as ``trained`` says) on the ``split``
-    photos of ``config``'s data."""
-    generator = load_generator(folder, "cpu")
+    photos of ``config``'s data, drawing (and scoring the NLL) with ``copy_bias``."""
+    generator = load_generator(folder, "cpu", copy_bias)
     judge = load_embedder(judge_dir, "cpu")
     scored = scored_split(name, config, split)
     photos = [load_photo(p) for p in scored.photos]
@@ -394,35 +432,42 @@ def run_campaign(
     judges = {name: shrink(judge_config(name)) for name in names}
     judge_dirs = {name: root / name / "judge" / digest(c) for name, c in judges.items()}
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
-    todo: list[tuple[str, dict[int, Any], int, Callable[..., dict[str, Any]], str, bool]] = []
+    todo: list[tuple[str, dict[int, Any], int, Callable[..., dict[str, Any]], str, int]] = []
     for seed in seeds:
         for name in names:
             for variant, changes in chosen.items():
                 config = shrink(variant_config(name, seed, **changes))
-                cell: Callable[..., dict[str, Any]]
-                if variant == TUNED:
+                start = root / name / DEFAULT_DECODER / f"seed{seed}" / digest(config)
+                reward = shrink(reward_config(name, seed))
+                reward_dir = root / name / "reward" / f"seed{seed}" / digest(reward)
+                drawn = COPIED.get(variant, variant)  # the variant whose generators are drawn
+                phase = int(variant in COPIED)  # a cell starts after those it reads
+                trainer: Callable[..., dict[str, Any]]
+                if drawn == TUNED:
                     if tuning_photos(name) is None:
                         continue
-                    start = root / name / DEFAULT_DECODER / f"seed{seed}" / digest(config)
-                    reward = shrink(reward_config(name, seed))
-                    reward_dir = root / name / "reward" / f"seed{seed}" / digest(reward)
                     tuning = shrink(tuning_config(name, seed, str(start), str(reward_dir)))
                     settings = digest(
                         replace(tuning, generator=digest(config), reward_model=digest(reward))
                     )
-                    folder = root / name / variant / f"seed{seed}" / settings
+                    trainer = partial(train_tuned, config, start, reward, reward_dir, tuning)
                     cell = partial(run_tuned_cell, config, start, reward, reward_dir, tuning)
+                    phase += 1
                 else:
                     settings = digest(config)
-                    folder = root / name / variant / f"seed{seed}" / settings
+                    trainer = partial(train_generator_in, config)
                     cell = partial(run_cell, config)
+                folder = root / name / drawn / f"seed{seed}" / settings
+                if variant in COPIED:
+                    cell = partial(run_copy_cell, config, trainer, reward, reward_dir)
+                    settings += "/copy" + "-".join(f"{bias:g}" for bias in COPY_BIASES)
                 key = f"{name}/{variant}/seed{seed}/{settings}/{digest(judges[name])}"
                 key = key if split == "test" else f"{split}/{key}"
                 slot = results.setdefault(name, {}).setdefault(variant, {})
                 if key in cells:
                     slot[seed] = cells[key]
                 elif train_too:
-                    todo.append((key, slot, seed, partial(cell, folder), name, variant == TUNED))
+                    todo.append((key, slot, seed, partial(cell, folder), name, phase))
     if not todo:
         return results
     context = multiprocessing.get_context("spawn")
@@ -430,12 +475,12 @@ def run_campaign(
         needed = {name for *_, name, _ in todo}
         for future in [pool.submit(train_judge, judges[n], judge_dirs[n]) for n in needed]:
             future.result()
-        # tuned cells start from the default decoder's run folders: those come first
-        for phase in (False, True):
+        # tuned cells read the default decoder's run folders, copy cells those they draw with
+        for phase in sorted({phase for *_, phase in todo}):
             futures = [
                 (key, slot, seed, pool.submit(cell, str(judge_dirs[name]), name, split))
-                for key, slot, seed, cell, name, tuned in todo
-                if tuned == phase
+                for key, slot, seed, cell, name, cell_phase in todo
+                if cell_phase == phase
             ]
             for key, slot, seed, future in futures:
                 slot[seed] = future.result()
@@ -460,6 +505,14 @@ HEADLINE = {  # the numbers the decoders are compared on: path in a cell
     "greedy_acc@1": ("faithful", "greedy", "acc@1"),
     "sampled_acc@1": ("faithful", f"T={TEMPERATURE:g}", "acc@1"),
     "greedy_classifier_acc": ("realism", "greedy", "classifier_acc"),
+}
+
+
+COMPARED = {  # the paired differences reported: name -> (variant, the variant it is set against)
+    "edge_pointer_minus_attentive": ("edge_pointer", "attentive"),
+    "tuned_minus_untuned": (TUNED, DEFAULT_DECODER),
+    "copy_minus_plain": (f"{DEFAULT_DECODER}_copy", DEFAULT_DECODER),
+    "tuned_copy_minus_tuned": (f"{TUNED}_copy", TUNED),
 }
 
 
@@ -488,20 +541,14 @@ def summarise(
         summary = {"decoder": DEFAULT_DECODER, "seeds": decoders[DEFAULT_DECODER]["seeds"]}
         summary |= {key: mean[key] for key in keep}
     summary["decoders"] = decoders
-    new, old = by_decoder.get("edge_pointer", {}), by_decoder.get("attentive", {})
-    if shared := sorted(set(new) & set(old)):
-        summary["edge_pointer_minus_attentive"] = {"seeds": shared} | {
-            label: paired_difference([at(new[s], p) for s in shared],
-                                     [at(old[s], p) for s in shared])
-            for label, p in HEADLINE.items()
-        }  # fmt: skip
-    start, tuned = by_decoder.get(DEFAULT_DECODER, {}), by_decoder.get(TUNED, {})
-    if shared := sorted(set(start) & set(tuned)):
-        summary["tuned_minus_untuned"] = {"seeds": shared} | {
-            label: paired_difference([at(tuned[s], p) for s in shared],
-                                     [at(start[s], p) for s in shared])
-            for label, p in HEADLINE.items()
-        }  # fmt: skip
+    for label, (one, other) in COMPARED.items():
+        new, old = by_decoder.get(one, {}), by_decoder.get(other, {})
+        if shared := sorted(set(new) & set(old)):
+            summary[label] = {"seeds": shared} | {
+                what: paired_difference([at(new[s], p) for s in shared],
+                                        [at(old[s], p) for s in shared])
+                for what, p in HEADLINE.items()
+            }  # fmt: skip
     if split == "test" and name in TARGETS and "faithful" in summary:
         greedy, nll = summary["faithful"]["greedy"], summary["nll"]["nll"]
         found = {"greedy_acc@1": greedy["acc@1"], "greedy_x_chance@1": greedy["x_chance@1"],
@@ -550,6 +597,11 @@ def main() -> None:
         "(fgsbir.train.reward_tuning) on the data set's unlabelled photos",
     )  # fmt: skip
     parser.add_argument(
+        "--copy", action="store_true",
+        help=f"also {' and '.join(COPIED)}: those generators drawing with the copy bias their "
+        "seed's reward model picks on the validation photos",
+    )  # fmt: skip
+    parser.add_argument(
         "--split", choices=SPLITS, default=SPLITS[0],
         help="score the cells on the test split, or on each generator's validation split (to "
         "choose settings without the test split; results in generator_val.json)",
@@ -573,7 +625,7 @@ def main() -> None:
     results_dir = runs if args.smoke else RESULTS_DIR
     runs.mkdir(parents=True, exist_ok=True)
     stem = "generator" if args.split == "test" else f"generator_{args.split}"
-    chosen = variants(args.decoders, args.pretrain_mix, args.tuned)
+    chosen = variants(args.decoders, args.pretrain_mix, args.tuned, args.copy)
     found = run_campaign(
         args.datasets, chosen, args.seeds, runs, results_dir / f"{stem}_cells.json", args.split,
         args.lanes, args.smoke, not args.report_only,
@@ -584,6 +636,8 @@ def main() -> None:
         settings["pretrain_mix"] = args.pretrain_mix
     if args.tuned:
         settings["tuned"] = {"reward_backbone": REWARD_BACKBONE, "photos": TUNING_PHOTOS}
+    if args.copy:
+        settings["copy_biases"] = list(COPY_BIASES)
     if args.split != "test":
         settings["split"] = args.split
     results: dict[str, Any] = {"settings": settings}

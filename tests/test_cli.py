@@ -176,6 +176,7 @@ BAD_VALUES = [  # (arguments, the option the message names)
     ([*GENERATE, "--temperature", "inf"], "--temperature"),
     ([*GENERATE, "--temperature", "-1"], "--temperature"),
     ([*GENERATE, "--samples", "0"], "--samples"),
+    ([*GENERATE, "--copy-bias", "-1"], "--copy-bias"),
     (["serve", "{index}", "--threads", "0"], "--threads"),
     (["serve", "{index}", "--port", "99999"], "--port"),
     (["serve", "{index}", "--port", "0"], "--port"),

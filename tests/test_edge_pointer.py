@@ -135,3 +135,32 @@ def test_moving_the_edge_points_moves_the_drawing(pointer: PhotoToSketch) -> Non
     shifted = [corners + shift.numpy() * SIDE for corners in UNSEEN]
     assert _box_error(drawn, shifted) < 12.0
     assert _box_error(drawn, UNSEEN) > _box_error(drawn, shifted) + 5.0
+
+
+
+def test_a_copy_bias_anchors_every_component_on_the_edges() -> None:
+    """With its free offsets silenced (an untrained head whose mixture means are 0), a
+    component's mean is its anchor: a mix of the pen's place and the edge points. As the pen walks
+    off the canvas, its share drags the anchors out of the box; a large copy bias takes that share
+    away, so every anchor lies among the box's edges."""
+    torch.manual_seed(0)
+    model = create_generator(ARCH, SIDE / SCALE, pretrained=False).eval()
+    means = slice(ARCH.components, 3 * ARCH.components)  # the head's mu_x, mu_y outputs
+    with torch.no_grad():
+        model.head.weight[means] = 0.0
+        model.head.bias[means] = 0.0
+    walk = torch.zeros(len(UNSEEN), ARCH.max_points + 1, 5)
+    walk[..., :2], walk[..., 2] = 10.0, 1.0  # 320-pixel steps down and right, pen down
+    pen = torch.cumsum(walk[..., :2], dim=1) - walk[..., :2]  # where each step starts
+    low = torch.tensor(np.stack([c.min(0) - 5 for c in UNSEEN]) / SCALE)[:, None, None]
+    high = torch.tensor(np.stack([c.max(0) + 5 for c in UNSEEN]) / SCALE)[:, None, None]
+
+    def inside_share() -> float:
+        with torch.no_grad():
+            mixture, _, _ = model(model.encode(_photos(UNSEEN)), walk)
+        anchors = mixture.mu + pen[:, :, None]  # (B, T, M, 2)
+        return ((anchors >= low) & (anchors <= high)).all(-1).float().mean().item()
+
+    free = inside_share()
+    model.copy_bias = 50.0
+    assert inside_share() == 1.0 and free < 0.25

@@ -174,6 +174,9 @@ def test_runs_saved_before_the_decoder_choice_load_as_attentive(data: Path, tmp_
     loaded = load_generator(old)
     assert type(loaded.model) is PhotoToSketch and loaded.model.arch.decoder == "attentive"
     np.testing.assert_array_equal(loaded.draw(photos)[0].points, drawn.points)
+    assert loaded.copy_bias == 0.0  # nothing to copy: a bias is refused, none is a no-op
+    with pytest.raises(FgsbirError, match="a copy bias needs the edge_pointer decoder"):
+        load_generator(old, copy_bias=2.0)
 
 
 def test_resume_continues_exactly(data: Path, tmp_path: Path) -> None:
@@ -349,6 +352,9 @@ def test_cli_train_and_generate_write_readable_files(
     assert drawn >= 2
     with Image.open(out / "grid.png") as grid:
         assert grid.width > grid.height  # two rows of photo + two sketches
+    copied = tmp_path / "copied"
+    assert main([*args[:-4], "--out", str(copied), "--temperature", "0", "--copy-bias", "4"]) == 0
+    assert (copied / "grid.png").is_file()
 
     cli_run = tmp_path / "cli-run"
     code = main(

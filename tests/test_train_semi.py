@@ -25,7 +25,11 @@ from fgsbir.models.embedding import EmbeddingArch
 from fgsbir.models.generator import GeneratorArch
 from fgsbir.runs import load_resume_state, read_metrics
 from fgsbir.train import semi
-from fgsbir.train.faithfulness import discriminator_faithfulness, generator_faithfulness
+from fgsbir.train.faithfulness import (
+    choose_copy_bias,
+    discriminator_faithfulness,
+    generator_faithfulness,
+)
 from fgsbir.train.generator import GeneratorConfig
 from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.semi import SemiConfig, SemiTask, train_semi, train_start_runs
@@ -122,6 +126,15 @@ def test_joint_run_trains_both_models_into_a_complete_run_folder(
     faithful = generator_faithfulness(load_generator(out / "generator"), load_embedder(out), test)
     assert faithful["generated"]["n_queries"] == 5 and faithful["chance"]["acc@1"] == 0.2
     assert faithful["real"] == result["test"]
+    # the copy bias with the best MRR, the generator left drawing with it
+    generator = load_generator(out / "generator")
+    best, scores = choose_copy_bias(generator, load_embedder(out), test, biases=(4.0, 0.0))
+    assert list(scores) == [0.0, 4.0] and scores[0.0] == faithful["generated"]
+    assert generator.copy_bias == best and scores[best]["mrr"] == max(
+        s["mrr"] for s in scores.values()
+    )
+    with pytest.raises(FgsbirError, match="copy bias must be a finite number >= 0"):
+        generator.copy_bias = -1.0
     # greedy, one draw: the same queries as above, now also scored by the discriminator
     judged = discriminator_faithfulness(out, load_embedder(out), test, temperature=0.0, draws=1)
     assert judged["mrr"] == pytest.approx(faithful["generated"]["mrr"])

@@ -205,6 +205,23 @@ class TrainedGenerator:
         self.canvas = float(run_config["canvas"])
         self.prep = model.arch.preprocessing
 
+    @property
+    def copy_bias(self) -> float:
+        """How much more the edge pointer anchors on the photo's edges than it learnt to (see
+        :mod:`fgsbir.models.edge_pointer`); 0 for the attentive decoder."""
+        return float(getattr(self.model, "copy_bias", 0.0))
+
+    @copy_bias.setter
+    def copy_bias(self, bias: float) -> None:
+        if not (math.isfinite(bias) and bias >= 0):
+            raise FgsbirError(f"copy bias must be a finite number >= 0, not {bias}")
+        if not hasattr(self.model, "copy_bias"):
+            if bias:
+                raise FgsbirError(f"a copy bias needs the edge_pointer decoder, not "
+                                  f"{self.model.arch.decoder}")  # fmt: skip
+            return
+        self.model.copy_bias = float(bias)
+
     def photo_tensor(self, photos: Sequence[Image.Image]) -> torch.Tensor:
         """Network input ``(B, 3, S, S)`` for PIL photos, on the model's device."""
         return photos_to_tensor(photos, self.prep).to(self.device)
@@ -239,14 +256,19 @@ class TrainedGenerator:
         return sketches
 
 
-def load_generator(run_dir: str | Path, device: str | None = None) -> TrainedGenerator:
-    """The generator of a generator run folder (or of a semi run's ``generator/`` folder)."""
+def load_generator(
+    run_dir: str | Path, device: str | None = None, copy_bias: float = 0.0
+) -> TrainedGenerator:
+    """The generator of a generator run folder (or of a semi run's ``generator/`` folder),
+    drawing with ``copy_bias`` (see :attr:`TrainedGenerator.copy_bias`)."""
     config = load_run_config(run_dir, "generator")
     canvas_units = float(config["canvas"]) / float(config["scale"])
     model = create_generator(generator_arch(config["model"]), canvas_units, pretrained=False)
     model.load_state_dict(load_model_state(run_dir))
     chosen = select_device(device)
-    return TrainedGenerator(model.to(chosen), config, chosen)
+    generator = TrainedGenerator(model.to(chosen), config, chosen)
+    generator.copy_bias = copy_bias
+    return generator
 
 
 def write_generated_grid(
@@ -295,8 +317,10 @@ def generate(
     grid_rows: int = 16,
     batch_size: int = 64,
     device: str | None = None,
+    copy_bias: float = 0.0,
 ) -> Generated:
-    """Draw ``samples`` sketches of each photo into ``out_dir``.
+    """Draw ``samples`` sketches of each photo into ``out_dir`` (with ``copy_bias``: see
+    :attr:`TrainedGenerator.copy_bias`).
 
     For photo ``NAME.jpg`` and sample ``k`` it writes ``NAME_k.svg``, ``NAME_k.png`` and
     ``NAME_k.json`` (stroke JSON), except for an empty sample (the model ended the sketch before
@@ -306,7 +330,7 @@ def generate(
     The run, the arguments and the photos' existence are checked before anything is drawn, and
     ``out_dir`` is made only when the first batch is drawn.
     """
-    generator = load_generator(run_dir, device)
+    generator = load_generator(run_dir, device, copy_bias)
     paths = [Path(p) for p in photos]
     out_dir = Path(out_dir)
     _check_generate_arguments(paths, out_dir, temperature, samples, grid_rows, batch_size)

@@ -29,6 +29,14 @@ with 95% CIs, ``<data set>/targets`` the issue's targets. A grid of test photos 
 generated and real sketches goes to ``benchmarks/results/generator_<data set>.png``.
 ``--smoke``: one-epoch runs of small models on the synthetic set, kept in the cache folder.
 
+``--tuned`` adds the default decoder's generators after reward tuning (``edge_pointer_tuned``) and
+``--copy`` the default (and tuned) generators drawing with a copy bias (``edge_pointer_copy``,
+``edge_pointer_tuned_copy``): the bias the seed's reward model (a Lite0 retrieval model on the
+seed's split) finds best on the generator's validation photos, greedy MRR. A copy variant's
+``nll`` is that of the distribution it draws from, with the bias (without it, it is the
+drawn-from variant's). The paired differences are ``tuned_minus_untuned``, ``copy_minus_plain``
+and ``tuned_copy_minus_tuned``.
+
 Choosing settings: ``--pretrain-mix R...`` adds variants of the default decoder that take R
 pre-training batches per batch of pairs after the pre-training epochs instead of
 :data:`PRETRAIN_MIX` (``edge_pointer_mixR``, their cells keyed by their own settings' digest;

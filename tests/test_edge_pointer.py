@@ -137,7 +137,6 @@ def test_moving_the_edge_points_moves_the_drawing(pointer: PhotoToSketch) -> Non
     assert _box_error(drawn, UNSEEN) > _box_error(drawn, shifted) + 5.0
 
 
-
 def test_a_copy_bias_anchors_every_component_on_the_edges() -> None:
     """With its free offsets silenced (an untrained head whose mixture means are 0), a
     component's mean is its anchor: a mix of the pen's place and the edge points. As the pen walks

@@ -108,7 +108,8 @@ MRR): 0.31 / 0.34 and 0.38 / 0.34 against 0.24 / 0.31 and 0.25 / 0.32 without mi
 and 2.77 against 2.77 and 2.79); 0.5 did worse on seed 0 (0.15 / 0.28). Fine-tuning on the pairs
 alone unlearns the copying of edges that pre-training taught; mixing slows that down."""
 TUNED = f"{DEFAULT_DECODER}_tuned"
-COPIED = {f"{DEFAULT_DECODER}_copy": DEFAULT_DECODER, f"{TUNED}_copy": TUNED}
+COPY, TUNED_COPY = f"{DEFAULT_DECODER}_copy", f"{TUNED}_copy"
+COPIED = {COPY: DEFAULT_DECODER, TUNED_COPY: TUNED}
 """The copy-bias variants (``--copy``), each by the variant whose generators it draws with the
 copy bias its seed's reward model picks on the validation photos (see :func:`run_copy_cell`)."""
 TUNING_PHOTOS = {"qmul-shoe-v1": "shoev2-photos"}  # see tuning_photos
@@ -519,8 +520,8 @@ HEADLINE = {  # the numbers the decoders are compared on: path in a cell
 COMPARED = {  # the paired differences reported: name -> (variant, the variant it is set against)
     "edge_pointer_minus_attentive": ("edge_pointer", "attentive"),
     "tuned_minus_untuned": (TUNED, DEFAULT_DECODER),
-    "copy_minus_plain": (f"{DEFAULT_DECODER}_copy", DEFAULT_DECODER),
-    "tuned_copy_minus_tuned": (f"{TUNED}_copy", TUNED),
+    "copy_minus_plain": (COPY, DEFAULT_DECODER),
+    "tuned_copy_minus_tuned": (TUNED_COPY, TUNED),
 }
 
 

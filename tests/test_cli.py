@@ -180,6 +180,7 @@ BAD_VALUES = [  # (arguments, the option the message names)
     (["serve", "{index}", "--threads", "0"], "--threads"),
     (["serve", "{index}", "--port", "99999"], "--port"),
     (["serve", "{index}", "--port", "0"], "--port"),
+    (["serve", "{index}", "--copy-bias", "-2"], "--copy-bias"),
     (["demo", "--out", "{out}", "--port", "70000"], "--port"),
     ([*TRAIN[:3]], "--out"),  # required
 ]

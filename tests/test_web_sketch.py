@@ -95,6 +95,22 @@ def test_a_semi_runs_generator_sketches_its_gallery(places: dict[str, Path]) -> 
     assert np.isfinite(points).all()
 
 
+def test_serve_draws_with_the_copy_bias_it_is_given(
+    places: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A semi run's own generator and a named one both draw with the bias; an index whose run
+    holds no generator refuses a bias in one line rather than ignoring it."""
+    own = load_gallery_generator(places["semi_index"], copy_bias=4.0)
+    named = load_gallery_generator(
+        places["plain_index"], generator_dir=places["generator"], copy_bias=2.0
+    )
+    assert own is not None and own.copy_bias == 4.0
+    assert named is not None and named.copy_bias == 2.0
+    assert run_cli(["serve", str(places["plain_index"]), "--copy-bias", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no generator to draw with a copy bias" in err
+
+
 @pytest.mark.parametrize(
     ("generator", "problem"),
     [

@@ -151,16 +151,24 @@ def load_gallery_generator(
     run_dir: str | Path | None = None,
     generator_dir: str | Path | None = None,
     device: str | None = None,
+    copy_bias: float = 0.0,
 ) -> TrainedGenerator | None:
-    """The generator that sketches the photos of the index in ``index_dir``: that of
-    ``generator_dir`` if given, else the one a semi-supervised retrieval run (``run_dir``, or the
-    index's) saved beside its model, else ``None``."""
+    """The generator that sketches the photos of the index in ``index_dir``, drawing with
+    ``copy_bias``: that of ``generator_dir`` if given, else the one a semi-supervised retrieval run
+    (``run_dir``, or the index's) saved beside its model, else ``None`` (refused with a bias)."""
     from fgsbir.train.semi import GENERATOR_DIR  # where a semi run keeps its generator
 
     if generator_dir is not None:
-        return load_generator(generator_dir, device)
+        return load_generator(generator_dir, device, copy_bias)
     beside = gallery_run_dir(index_dir, run_dir) / GENERATOR_DIR
-    return load_generator(beside, device) if (beside / CONFIG_FILE).is_file() else None
+    if (beside / CONFIG_FILE).is_file():
+        return load_generator(beside, device, copy_bias)
+    if copy_bias:
+        raise FgsbirError(
+            f"{index_dir}: its run holds no generator to draw with a copy bias "
+            "(name one with --generator RUN_DIR)"
+        )
+    return None
 
 
 def sequence_nll(

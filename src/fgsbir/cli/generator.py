@@ -13,10 +13,11 @@ from fgsbir.cli.common import (
     add_training_arguments,
     begin_training,
     checked,
+    copy_bias_option,
     device_option,
     training_values,
 )
-from fgsbir.config import Count, NonNegative, load_config
+from fgsbir.config import Count, load_config
 from fgsbir.errors import FgsbirError
 
 if TYPE_CHECKING:
@@ -85,12 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples", type=checked(Count), default=1, metavar="K", help="sketches per photo"
     )
-    p.add_argument(
-        "--copy-bias", type=checked(NonNegative), default=0.0, metavar="B",
-        help="edge-pointer generators: how much more to follow the photo's edges than the "
-        "model learnt to (0: as trained; about 4 drew the most faithful greedy sketches on "
-        "Shoe-V1's validation photos)",
-    )  # fmt: skip
+    copy_bias_option(p)
     p.add_argument(
         "--real", metavar="DIR",
         help="folder of real sketches named like the photos (SVG, stroke JSON or PNG), shown "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fgsbir.cli.common import Port, checked, device_option
+from fgsbir.cli.common import Port, checked, copy_bias_option, device_option
 from fgsbir.config import Count
 
 INDEX_KINDS = ("exact", "hnsw", "ivf")  # fgsbir.index.INDEX_KINDS, without importing faiss
@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that shows how a person would sketch a clicked photo (default: the generator of the "
         "index's run, if it is a semi-supervised run)",
     )  # fmt: skip
+    copy_bias_option(serve)
     _model_options(serve)
     serve.set_defaults(func=run_serve)
 
@@ -130,4 +131,5 @@ def run_serve(args: argparse.Namespace) -> None:
         device=args.device,
         threads=args.threads,
         generator_dir=args.generator,
+        copy_bias=args.copy_bias,
     )

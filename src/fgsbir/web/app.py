@@ -350,11 +350,13 @@ def serve(
     device: str | None = None,
     threads: int | None = None,
     generator_dir: str | Path | None = None,
+    copy_bias: float = 0.0,
 ) -> None:
     """Serve the search page for ``index_dir`` until interrupted (Ctrl+C).
 
     Gallery photos are sketched by the generator of ``generator_dir``, else by the one a
-    semi-supervised retrieval run holds (see :func:`~fgsbir.inference.load_gallery_generator`).
+    semi-supervised retrieval run holds (see :func:`~fgsbir.inference.load_gallery_generator`),
+    drawing with ``copy_bias`` (see :attr:`~fgsbir.inference.TrainedGenerator.copy_bias`).
     The index and models are loaded and ``host:port`` is bound before anything is printed, so a
     busy port, a bad index or a bad generator is one :class:`~fgsbir.errors.FgsbirError`, not a
     server that starts and then fails. ``threads`` sets PyTorch's CPU threads for embedding
@@ -369,7 +371,7 @@ def serve(
             raise FgsbirError(f"--threads must be at least 1, not {threads}")
         torch.set_num_threads(threads)
     try:
-        generator = load_gallery_generator(index_dir, run_dir, generator_dir, device)
+        generator = load_gallery_generator(index_dir, run_dir, generator_dir, device, copy_bias)
     except FgsbirError as err:
         if generator_dir is None:
             raise

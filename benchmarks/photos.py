@@ -15,7 +15,10 @@ supervised recipe (``TrainConfig()``, on the backbone it was first measured with
 * ``lite1`` / ``lite2``: the recipe on EfficientNet-Lite1 / Lite2 (the backbone choice: Lite1
   became the default on these arms' validation numbers); ``lite1_control`` and ``lite1_edges``
   repeat ``control`` and ``edges`` on Lite1; ``lite1_edges_<N>px`` is ``lite1_edges`` on
-  ``N`` px inputs (:data:`LARGER_INPUTS`), compared with it;
+  ``N`` px inputs (:data:`LARGER_INPUTS`), compared with it; ``lite1_neighbourhood``: the
+  neighbourhood loss on Lite1 (the published gain is at full labels), against ``lite1_control``;
+  ``lite1_edges_neighbourhood``: edge pre-training and the neighbourhood loss on Lite1, against
+  ``lite1_edges``;
 * equal-time controls, the labelled pairs only, trained as long as the arms they stand beside:
   ``control`` as many steps as ``edges`` (the recipe's epochs plus as many more as the edge
   epochs' steps fill), ``control_x2`` twice the epochs (an arm with photo-side losses or edge
@@ -168,6 +171,14 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
         arm("lite2", "base", backbone="efficientnet_lite2"),
         Arm("lite1_control", partial(control, backbone=lite1), train, "lite1"),
         arm("lite1_edges", "lite1_control", edge_epochs=edge_epochs, backbone=lite1),
+        arm("lite1_neighbourhood", "lite1_control", photo=neighbourhood, backbone=lite1),
+        arm(
+            "lite1_edges_neighbourhood",
+            "lite1_edges",
+            edge_epochs=edge_epochs,
+            photo=neighbourhood,
+            backbone=lite1,
+        ),
         *(
             arm(
                 f"lite1_edges_{size}px",

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from skimage.measure import approximate_polygon
 
 from fgsbir.sketch.strokes import (
     Sketch,
@@ -107,6 +108,23 @@ def test_simplify_removes_collinear_points_and_keeps_corners():
     np.testing.assert_allclose(simple.strokes[0], line[[0, -1]], atol=1e-4)
     np.testing.assert_allclose(simple.strokes[1], corner)
     assert len(simplify(sketch, 0.0).points) == len(sketch.points)
+
+
+@pytest.mark.parametrize("epsilon", [0.5, 1.0, 3.0])
+def test_simplify_keeps_the_points_scikit_image_keeps(epsilon):
+    """All strokes are simplified at once; each must come out as skimage's RDP makes it, ties
+    (pixel-grid points exactly ``epsilon`` off a line) included."""
+    rng = np.random.default_rng(7)
+    strokes = [np.array([[3.0, 4.0]]), np.array([[0.0, 0.0], [9.0, 9.0]])]
+    for n in rng.integers(3, 80, size=60):
+        walk = rng.integers(-1, 2, size=(n, 2)) if n % 2 else rng.normal(0, 4, size=(n, 2))
+        strokes.append(np.cumsum(walk, axis=0) + 100.5)
+    sketch = Sketch.from_strokes(strokes)
+    expected = [approximate_polygon(s.astype(np.float64), epsilon) for s in sketch.strokes]
+    simple = simplify(sketch, epsilon)
+    assert [len(s) for s in simple.strokes] == [len(s) for s in expected]
+    for got, want in zip(simple.strokes, expected, strict=True):
+        np.testing.assert_array_equal(got, want.astype(np.float32))
 
 
 def test_limit_length_simplifies_before_truncating():

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.measure import approximate_polygon
 
 
 @dataclass
@@ -174,10 +173,64 @@ def scale_factor(stroke3s: Sequence[np.ndarray]) -> float:
 def simplify(sketch: Sketch, epsilon: float) -> Sketch:
     """Ramer-Douglas-Peucker simplification of each stroke, tolerance ``epsilon`` in canvas units.
 
-    Stroke ends are always kept; ``epsilon <= 0`` returns an unchanged copy.
+    Stroke ends are always kept; ``epsilon <= 0`` returns an unchanged copy. The points kept are
+    those of ``skimage.measure.approximate_polygon`` run on each stroke, but all strokes are
+    simplified at once: its per-stroke Python loop took half the time of tracing a drawing.
     """
-    strokes = [approximate_polygon(np.asarray(s, np.float64), epsilon) for s in sketch.strokes]
-    return Sketch.from_strokes(strokes, sketch.width, sketch.height)
+    if epsilon <= 0 or sketch.is_empty:
+        return Sketch(sketch.points, sketch.width, sketch.height)
+    xy = sketch.points[:, :2].astype(np.float64)
+    last = np.flatnonzero(sketch.points[:, 2] > 0.5)
+    first = np.concatenate([[0], last[:-1] + 1])
+    kept = np.zeros(len(xy), bool)
+    kept[first] = kept[last] = True
+    starts, ends = first, last
+    while len(starts):
+        starts, ends = _rdp_splits(xy, starts, ends, epsilon, kept)
+    return Sketch(sketch.points[kept], sketch.width, sketch.height)
+
+
+def _rdp_splits(
+    xy: np.ndarray, starts: np.ndarray, ends: np.ndarray, epsilon: float, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One RDP round over the segments ``starts[i]..ends[i]`` of ``xy``: keep (mark in ``kept``)
+    the inner point farthest from each segment when it lies over ``epsilon`` away, and return the
+    two halves of each segment so split. Distances are computed as ``approximate_polygon`` does
+    (to the line where the point projects inside the segment, else to the nearer end), so the
+    same points are kept."""
+    inner = ends - starts - 1
+    starts, ends, inner = starts[inner > 0], ends[inner > 0], inner[inner > 0]
+    if not len(starts):
+        return starts, ends
+    segment = np.repeat(np.arange(len(starts)), inner)
+    offsets = np.cumsum(inner) - inner
+    point = starts[segment] + 1 + np.arange(len(segment)) - offsets[segment]
+    r0, c0 = xy[starts, 0], xy[starts, 1]
+    r1, c1 = xy[ends, 0], xy[ends, 1]
+    dr, dc = r1 - r0, c1 - c0
+    angle = -np.arctan2(dr, dc)
+    sin, cos = np.sin(angle), np.cos(angle)
+    line = c0 * sin + r0 * cos
+    r, c = xy[point, 0], xy[point, 1]
+    dr0, dc0 = r - r0[segment], c - c0[segment]
+    dr1, dc1 = r - r1[segment], c - c1[segment]
+    dr_, dc_ = dr[segment], dc[segment]
+    perpendicular = (dr0 * dr_ + dc0 * dc_ > 0) & (-dr1 * dr_ - dc1 * dc_ > 0)
+    distance = np.where(
+        perpendicular,
+        np.abs(r * cos[segment] + c * sin[segment] - line[segment]),
+        np.minimum(np.sqrt(dc0**2 + dr0**2), np.sqrt(dc1**2 + dr1**2)),
+    )
+    farthest = np.maximum.reduceat(distance, offsets)
+    split = farthest > epsilon
+    at_max = np.flatnonzero(distance == farthest[segment])
+    first_at_max = at_max[np.unique(segment[at_max], return_index=True)[1]]
+    chosen = point[first_at_max][split]
+    kept[chosen] = True
+    return (
+        np.concatenate([starts[split], chosen]),
+        np.concatenate([chosen, ends[split]]),
+    )
 
 
 def limit_length(sketch: Sketch, max_points: int, start_epsilon: float = 0.5) -> Sketch:

@@ -266,8 +266,14 @@ def test_a_clicked_photo_is_sketched_stroke_by_stroke(
         sync_api.expect(page.locator("#sketch-status")).to_contain_text(
             f"{len(answer['strokes'])} strokes, {points} points"
         )
+        before = len(seen)
         page.click("#sketch-replay")
-        page.wait_for_function("() => window.drawnSeen.slice(-2)[0] > window.drawnSeen.at(-1)")
+        page.wait_for_function(
+            "([n, total]) => window.drawnSeen.length > n && window.drawnSeen.at(-1) === total",
+            arg=[before, points],
+        )
+        replay = page.evaluate("n => window.drawnSeen.slice(n)", before)
+        assert replay[0] < points and replay == sorted(replay)  # drawn again from the start
         page.keyboard.press("Escape")
         sync_api.expect(page.locator("#sketch-view")).to_be_hidden()
 

@@ -11,10 +11,6 @@ import numpy as np
 from fgsbir.sketch.strokes import Sketch
 
 
-def _stroke_starts(pen: np.ndarray) -> np.ndarray:
-    return np.r_[True, pen[:-1]]
-
-
 def drop_strokes(sketch: Sketch, p: float, rng: np.random.Generator) -> Sketch:
     """Drop each stroke with probability ``p``; one random stroke survives if all would go."""
     count = sketch.num_strokes
@@ -23,15 +19,15 @@ def drop_strokes(sketch: Sketch, p: float, rng: np.random.Generator) -> Sketch:
     keep = rng.random(count) >= p
     if not keep.any():
         keep[rng.integers(count)] = True
-    stroke_of_point = np.cumsum(_stroke_starts(sketch.points[:, 2] > 0.5)) - 1
+    stroke_of_point = np.searchsorted(sketch.stroke_ends, np.arange(len(sketch.points)))
     return Sketch(sketch.points[keep[stroke_of_point]], sketch.width, sketch.height)
 
 
 def drop_points(sketch: Sketch, p: float, rng: np.random.Generator) -> Sketch:
     """Drop each inner point of a stroke with probability ``p``; stroke ends always stay."""
-    pen = sketch.points[:, 2] > 0.5
-    inner = ~(pen | _stroke_starts(pen))
-    dropped = inner & (rng.random(len(pen)) < p)
+    inner = np.ones(len(sketch.points), bool)
+    inner[sketch.stroke_starts] = inner[sketch.stroke_ends] = False
+    dropped = inner & (rng.random(len(inner)) < p)
     return Sketch(sketch.points[~dropped], sketch.width, sketch.height)
 
 

@@ -75,12 +75,22 @@ class Sketch:
         """The strokes as a list of ``(n, 2)`` arrays of absolute ``x, y`` (views, not copies)."""
         if self.is_empty:
             return []
-        ends = np.flatnonzero(self.points[:, 2] > 0.5) + 1
-        return np.split(self.points[:, :2], ends[:-1])
+        return np.split(self.points[:, :2], self.stroke_ends[:-1] + 1)
+
+    @property
+    def stroke_ends(self) -> np.ndarray:
+        """The index of each stroke's last point (pen flag 1), in order."""
+        return np.flatnonzero(self.points[:, 2] > 0.5)
+
+    @property
+    def stroke_starts(self) -> np.ndarray:
+        """The index of each stroke's first point, in order."""
+        ends = self.stroke_ends
+        return np.r_[0, ends[:-1] + 1] if len(ends) else ends
 
     @property
     def num_strokes(self) -> int:
-        return int(np.count_nonzero(self.points[:, 2] > 0.5))
+        return len(self.stroke_ends)
 
     @property
     def is_empty(self) -> bool:
@@ -180,11 +190,9 @@ def simplify(sketch: Sketch, epsilon: float) -> Sketch:
     if epsilon <= 0 or sketch.is_empty:
         return Sketch(sketch.points, sketch.width, sketch.height)
     xy = sketch.points[:, :2].astype(np.float64)
-    last = np.flatnonzero(sketch.points[:, 2] > 0.5)
-    first = np.concatenate([[0], last[:-1] + 1])
+    starts, ends = sketch.stroke_starts, sketch.stroke_ends
     kept = np.zeros(len(xy), bool)
-    kept[first] = kept[last] = True
-    starts, ends = first, last
+    kept[starts] = kept[ends] = True
     while len(starts):
         starts, ends = _rdp_splits(xy, starts, ends, epsilon, kept)
     return Sketch(sketch.points[kept], sketch.width, sketch.height)

@@ -13,12 +13,16 @@ confidence interval (Student's t over the per-seed differences).
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
 import multiprocessing
+import os
+import signal
 import statistics
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -87,6 +91,17 @@ def _run(arm: Arm, config: Any, folder: Path) -> dict[str, Any]:
     return scores
 
 
+def _end_with(campaign: int) -> None:
+    """A lane's start: on Linux, have the kernel stop this lane when the campaign's process ends,
+    however it ends (``kill``, a crash), so that no lane trains on unseen; a lane whose campaign
+    is already gone stops at once. Elsewhere only Ctrl-C, which reaches every lane, stops them."""
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != campaign:
+        os._exit(1)
+
+
 def run_campaign(
     arms: Sequence[Arm],
     fractions: Sequence[float],
@@ -114,7 +129,9 @@ def run_campaign(
                     folder = root / arm.name / f"f{fraction}" / f"seed{seed}" / digest
                     todo.append((key, slot, seed, arm, config, folder))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(lanes, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        lanes, mp_context=context, initializer=_end_with, initargs=(os.getpid(),)
+    ) as pool:
         futures = [(k, slot, s, pool.submit(_run, a, c, d)) for k, slot, s, a, c, d in todo]
         for key, slot, seed, future in futures:
             slot[seed] = future.result()

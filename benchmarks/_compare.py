@@ -102,6 +102,14 @@ def _end_with(campaign: int) -> None:
         os._exit(1)
 
 
+def start_lanes(count: int) -> ProcessPoolExecutor:
+    """``count`` worker processes, started fresh (``spawn``) and stopped with the campaign."""
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(
+        count, mp_context=context, initializer=_end_with, initargs=(os.getpid(),)
+    )
+
+
 def run_campaign(
     arms: Sequence[Arm],
     fractions: Sequence[float],
@@ -128,10 +136,7 @@ def run_campaign(
                 elif train:
                     folder = root / arm.name / f"f{fraction}" / f"seed{seed}" / digest
                     todo.append((key, slot, seed, arm, config, folder))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        lanes, mp_context=context, initializer=_end_with, initargs=(os.getpid(),)
-    ) as pool:
+    with start_lanes(lanes) as pool:
         futures = [(k, slot, s, pool.submit(_run, a, c, d)) for k, slot, s, a, c, d in todo]
         for key, slot, seed, future in futures:
             slot[seed] = future.result()

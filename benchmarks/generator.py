@@ -54,13 +54,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -68,7 +66,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _compare import add_cell, commit, paired_difference, settings_digest
+from _compare import add_cell, commit, paired_difference, settings_digest, start_lanes
 from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
 
 from fgsbir.config import DataConfig, RunOptions
@@ -479,8 +477,7 @@ def run_campaign(
                     todo.append((key, slot, seed, partial(cell, folder), name, phase))
     if not todo:
         return results
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(lanes, mp_context=context) as pool:
+    with start_lanes(lanes) as pool:
         needed = {name for *_, name, _ in todo}
         for future in [pool.submit(train_judge, judges[n], judge_dirs[n]) for n in needed]:
             future.result()

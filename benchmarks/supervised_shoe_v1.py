@@ -24,15 +24,14 @@ test split; 2 shared CPU cores, short runs):
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import shlex
 import statistics
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from _compare import start_lanes
 from _record import ROOT, SHARED_DATA, record
 
 from fgsbir.config import DataConfig, RunOptions
@@ -73,8 +72,7 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA} (see ../shared/data/README.md)")
 
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.lanes, mp_context=context) as lanes:
+    with start_lanes(args.lanes) as lanes:
         futures = {
             seed: lanes.submit(run_seed, seed, args.out / f"seed{seed}", args.budget_s)
             for seed in args.seeds

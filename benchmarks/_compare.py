@@ -69,10 +69,16 @@ def _settings(arm: Arm, fraction: float, seed: int) -> tuple[Any, str]:
 
 
 def commit() -> str:
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
-    )
-    return done.stdout.strip() or "unknown"
+    """The checked-out commit, ``-dirty`` where tracked files outside ``benchmarks/results`` have
+    changed (the cell stores there change with every finished cell)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip()
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)benchmarks/results")  # fmt: skip
+    return f"{head}-dirty" if head and changed else head or "unknown"
 
 
 def _run(arm: Arm, config: Any, folder: Path) -> dict[str, Any]:

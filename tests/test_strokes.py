@@ -71,6 +71,13 @@ def test_sketch_strokes_round_trip_and_normalises_points():
     np.testing.assert_allclose(again.points, sketch.points, atol=1e-5)
 
 
+def test_stroke_bounds_index_first_and_last_points_one_point_strokes_included():
+    sketch = Sketch.from_strokes([[[0, 0], [1, 1], [2, 2]], [[5, 5]], [[7, 7], [8, 8]]])
+    assert sketch.stroke_starts.tolist() == [0, 3, 4]
+    assert sketch.stroke_ends.tolist() == [2, 3, 5]
+    assert Sketch(np.zeros((0, 3))).stroke_starts.tolist() == []
+
+
 def test_transform_translate_and_scale():
     sketch = Sketch.from_strokes([np.array([[10.0, 0.0], [20.0, 10.0]])], 100, 80)
     moved = sketch.translate(5, -1)

@@ -125,13 +125,14 @@ def run_campaign(
     lanes: int,
     train: bool = True,
 ) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
-    """Every cell's scores, ``[fraction][arm][seed]``: read from the ``store`` where it is there,
-    else (with ``train``) trained ``lanes`` at a time (the first seeds' cells first, so a stopped
-    campaign has whole seeds) and added to the store as each finishes."""
+    """Every cell's scores, ``[fraction][arm][seed]``, over the given ``seeds`` and every other
+    seed whose cell (same settings) is in the ``store``: read from the store where it is there,
+    else (with ``train``, for the given seeds) trained ``lanes`` at a time (the first seeds' cells
+    first, so a stopped campaign has whole seeds) and added to the store as each finishes."""
     cells = json.loads(store.read_text()) if store.is_file() else {}
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     todo = []
-    for seed in seeds:
+    for seed in sorted(set(seeds) | _stored_seeds(cells, arms, fractions)):
         for fraction in fractions:
             for arm in arms:
                 config, digest = _settings(arm, fraction, seed)
@@ -139,7 +140,7 @@ def run_campaign(
                 slot = results.setdefault(str(fraction), {}).setdefault(arm.name, {})
                 if key in cells:
                     slot[seed] = cells[key]
-                elif train:
+                elif train and seed in seeds:
                     folder = root / arm.name / f"f{fraction}" / f"seed{seed}" / digest
                     todo.append((key, slot, seed, arm, config, folder))
     with start_lanes(lanes) as pool:
@@ -148,6 +149,20 @@ def run_campaign(
             slot[seed] = future.result()
             add_cell(store, key, slot[seed])
     return results
+
+
+def _stored_seeds(
+    cells: dict[str, Any], arms: Sequence[Arm], fractions: Sequence[float]
+) -> set[int]:
+    """The seeds of the stored cells of these arms and fractions (their settings unchecked)."""
+    names = {arm.name for arm in arms}
+    tags = {f"f{fraction}" for fraction in fractions}
+    seeds = set()
+    for key in cells:
+        name, tag, seed, _ = key.rsplit("/", 3)
+        if name in names and tag in tags:
+            seeds.add(int(seed.removeprefix("seed")))
+    return seeds
 
 
 def add_cell(store: Path, key: str, scores: dict[str, Any]) -> None:

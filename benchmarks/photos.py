@@ -97,11 +97,12 @@ def recipe(
     given edge pairs (``edge_epochs`` leading epochs unless ``edges`` says more), photo-side
     losses, backbone and input size (default: the recipe's)."""
     config = TrainConfig(
-        data=DataConfig(path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction,
-                        seed=seed),
+        data=DataConfig(
+            path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction, seed=seed
+        ),
         edges=edges or EdgePairs(epochs=edge_epochs),
         photo=photo or PhotoLosses(),
-    )  # fmt: skip
+    )
     config = replace(config, model=replace(config.model, backbone=backbone))
     if image_size is not None:
         config = replace(config, prep=replace(config.prep, image_size=image_size))
@@ -251,7 +252,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=DATA_SETS, default="shoe-v1")
     parser.add_argument("--fractions", type=float, nargs="+", help="default: the data set's")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="the seeds to train; the report covers every seed in the cell store too",
+    )
     parser.add_argument("--arms", nargs="+", help="the arms to run (default: all)")
     parser.add_argument("--edge-epochs", type=int, default=EDGE_EPOCHS)
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")

@@ -127,12 +127,13 @@ def semi(data: DataSet, fraction: float, seed: int, decoder: Decoder = "edge_poi
          **switches: Any) -> SemiConfig:  # fmt: skip
     """The semi-supervised run (``switches``: SemiConfig fields set otherwise, for ablations)."""
     config = SemiConfig(
-        data=DataConfig(path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction,
-                        seed=seed),
+        data=DataConfig(
+            path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction, seed=seed
+        ),
         supervised=start_recipe(data, fraction, seed),
         generator=start_generator(data, decoder),
         **switches,
-    )  # fmt: skip
+    )
     epochs = max(1, round(JOINT_STEPS / counts(data, fraction, seed)["batches"]))
     return replace(config, run=replace(config.run, out="runs/semi", epochs=epochs))
 
@@ -320,16 +321,22 @@ def tiny(config: Any) -> Any:
         drawer = replace(drawer, run=replace(drawer.run, epochs=1), model=model,
                          pretrain_epochs=min(1, drawer.pretrain_epochs))  # fmt: skip
         return replace(
-            config, run=replace(config.run, epochs=1), supervised=tiny(config.supervised),
-            generator=drawer, critic=CriticConfig(warmup_steps=2), picture_photos=2,
+            config,
+            run=replace(config.run, epochs=1),
+            supervised=tiny(config.supervised),
+            generator=drawer,
+            critic=CriticConfig(warmup_steps=2),
+            picture_photos=2,
             grid_queries=2,
-        )  # fmt: skip
+        )
     longer = config.run.epochs > TrainConfig().run.epochs  # an equal-time arm: one epoch more
     return replace(
-        config, run=replace(config.run, epochs=1 + longer), grid_queries=2,
+        config,
+        run=replace(config.run, epochs=1 + longer),
+        grid_queries=2,
         edges=replace(config.edges, epochs=min(1, config.edges.epochs)),
         prep=replace(config.prep, image_size=64),
-    )  # fmt: skip
+    )
 
 
 def tiny_build(build: Callable[[float, int], Any], fraction: float, seed: int) -> Any:
@@ -340,7 +347,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=DATA_SETS, default="shoe-v1")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="the seeds to train; the report covers every seed in the cell store too",
+    )
     parser.add_argument("--arms", nargs="+", help="the arms to run (default: all)")
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument(
@@ -366,9 +379,14 @@ def main() -> None:
     chosen = [arm for arm in every if arm.name in (args.arms or known)]
     runs.mkdir(parents=True, exist_ok=True)
     results = run_campaign(
-        chosen, args.fractions, args.seeds, runs, results_dir / f"{name}_cells.json",
-        args.lanes, not args.report_only,
-    )  # fmt: skip
+        chosen,
+        args.fractions,
+        args.seeds,
+        runs,
+        results_dir / f"{name}_cells.json",
+        args.lanes,
+        not args.report_only,
+    )
     summary = summarise(results, chosen)
     plot(summary, results_dir / f"{name}.png")
     table = markdown_table(summary)

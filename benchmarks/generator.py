@@ -653,16 +653,17 @@ def main() -> None:
         if args.split != "test":
             results[name]["variants"] = table
         runs_of = found.get(name, {}).get(DEFAULT_DECODER, {})
+        grid = results_dir / f"{stem}_{name}.png"
         if runs_of:  # the grid of the default decoder's first seed, where its run folder is here
             seed = min(runs_of)
             config = generator_config(name, DEFAULT_DECODER, seed)
             folder = runs / name / DEFAULT_DECODER / f"seed{seed}"
             folder = folder / digest(tiny(config) if args.smoke else config)
             if (folder / "config.json").is_file():
-                grid = results_dir / f"{stem}_{name}.png"
                 drawn = scored_split(name, config, args.split)
                 write_generated_grid(load_generator(folder, "cpu"), drawn, grid, rows=8)
-                results[name]["grid"] = str(grid if args.smoke else grid.relative_to(ROOT))
+        if runs_of and grid.is_file():  # drawn now, or kept from the run that drew it
+            results[name]["grid"] = str(grid if args.smoke else grid.relative_to(ROOT))
         brief = {k: v for k, v in results[name].items() if k not in ("decoders", "variants")}
         print(name, json.dumps(brief))
         print("variants:")  # the numbers settings are chosen on

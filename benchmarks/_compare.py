@@ -13,6 +13,7 @@ confidence interval (Student's t over the per-seed differences).
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import fcntl
 import hashlib
@@ -114,6 +115,20 @@ def start_lanes(count: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         count, mp_context=context, initializer=_end_with, initargs=(os.getpid(),)
     )
+
+
+def add_campaign_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every campaign takes: which seeds and arms, how many lanes, where runs go."""
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+        help="the seeds to train; the report covers every seed in the cell store too",
+    )  # fmt: skip
+    parser.add_argument("--arms", nargs="+", help="the arms to run (default: all)")
+    parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
+    parser.add_argument(
+        "--report-only", action="store_true", help="summarise the finished runs, train nothing"
+    )
+    parser.add_argument("--out", type=Path, help="run folders (default: in the cache folder)")
 
 
 def run_campaign(

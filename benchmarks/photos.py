@@ -43,7 +43,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-from _compare import Arm, markdown_table, plot, run_campaign, summarise
+from _compare import Arm, add_campaign_arguments, markdown_table, plot, run_campaign, summarise
 from _record import RESULTS_DIR, SHARED_DATA, record
 
 from fgsbir.config import DataConfig
@@ -252,20 +252,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=DATA_SETS, default="shoe-v1")
     parser.add_argument("--fractions", type=float, nargs="+", help="default: the data set's")
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0, 1, 2, 3, 4],
-        help="the seeds to train; the report covers every seed in the cell store too",
-    )
-    parser.add_argument("--arms", nargs="+", help="the arms to run (default: all)")
     parser.add_argument("--edge-epochs", type=int, default=EDGE_EPOCHS)
-    parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
-    parser.add_argument(
-        "--report-only", action="store_true", help="summarise the finished runs, train nothing"
-    )
-    parser.add_argument("--out", type=Path, help="run folders (default: in the cache folder)")
+    add_campaign_arguments(parser)
     args = parser.parse_args()
     data = data_set(args.data)
     for folder in (data.path, *data.pool):

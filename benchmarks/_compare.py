@@ -6,6 +6,8 @@ interrupted); a finished run's scores go to a cell store, a JSON file kept in th
 run's settings, with the commit that produced them. A cell already in the store is never trained
 again, so a campaign carries on across sessions and machines, and a changed recipe starts afresh;
 campaigns over other seeds or arms may share the store while they run (one lane each, say).
+A campaign trains the seeds it is given and reports those and every other seed the store holds
+for its arms and fractions.
 The summary gives, per fraction and arm, each seed's test acc@1 with their mean and standard
 deviation, and against the arm's baseline (paired by seed) the mean difference with a 95%
 confidence interval (Student's t over the per-seed differences).

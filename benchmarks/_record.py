@@ -1,7 +1,9 @@
 """Shared by the benchmark scripts: results go to ``results/<name>.json`` and ``BENCHMARKS.md``.
 
 Each benchmark owns one section of ``BENCHMARKS.md`` (between ``<!-- name -->`` markers), rewritten
-on every run with the command, the date, the machine and the results.
+on every run from its JSON: the command, the date, the machine, the results' table and pictures
+(a ``table`` of markdown lines, a ``plot`` and each data set's ``grid``, where they have them) and
+the whole JSON, folded. ``python benchmarks/_record.py`` rewrites every section from its JSON.
 """
 
 from __future__ import annotations
@@ -35,21 +37,48 @@ def machine() -> str:
     )
 
 
-def _markdown(name: str, results: dict[str, Any], command: str, date: str) -> str:
+def _pictures(results: dict[str, Any]) -> list[str]:
+    """The result's plot and each data set's grid of drawings, as repository paths."""
+    found = [results.get("plot")]
+    found += [part.get("grid") for part in results.values() if isinstance(part, dict)]
+    return [path for path in found if isinstance(path, str)]
+
+
+def _markdown(name: str, payload: dict[str, Any]) -> str:
+    """The benchmark's section of ``BENCHMARKS.md``, from its recorded ``payload``."""
+    results = {k: v for k, v in payload.items() if k not in ("command", "date", "machine")}
     lines = [
         f"<!-- {name} -->",
         f"## {name}",
         "",
-        f"- command: `{command}`",
-        f"- date: {date}",
-        f"- machine: {machine()}",
+        f"- command: `{payload['command']}`",
+        f"- date: {payload['date']}",
+        f"- machine: {payload['machine']}",
+        "",
+    ]
+    if isinstance(results.get("table"), list):
+        lines += [*results["table"], ""]
+    lines += [f"![{Path(path).stem}]({path})" for path in _pictures(results)]
+    lines += [
+        "",
+        "<details><summary>all results (JSON)</summary>",
         "",
         "```json",
         json.dumps(results, indent=2),
         "```",
+        "",
+        "</details>",
         f"<!-- /{name} -->",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _write_section(name: str, payload: dict[str, Any]) -> None:
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER
+    section = _markdown(name, payload)
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
+    BENCHMARKS_MD.write_text(text)
 
 
 def record(name: str, results: dict[str, Any], command: str) -> Path:
@@ -59,10 +88,16 @@ def record(name: str, results: dict[str, Any], command: str) -> Path:
     out = RESULTS_DIR / f"{name}.json"
     payload = {"command": command, "date": date, "machine": machine(), **results}
     out.write_text(json.dumps(payload, indent=2) + "\n")
-
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER
-    section = _markdown(name, results, command, date)
-    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
-    BENCHMARKS_MD.write_text(text)
+    _write_section(name, payload)
     return out
+
+
+def rewrite_sections() -> None:
+    """Rewrite each section of ``BENCHMARKS.md`` from its benchmark's recorded JSON."""
+    names = re.findall(r"^<!-- ([^/\s]\S*) -->$", BENCHMARKS_MD.read_text(), re.M)
+    for name in names:
+        _write_section(name, json.loads((RESULTS_DIR / f"{name}.json").read_text()))
+
+
+if __name__ == "__main__":
+    rewrite_sections()

@@ -210,6 +210,26 @@ def test_photo_side_losses_train_on_unlabelled_photos(tiny_data, tmp_path) -> No
     assert "intra-modal triplets (weight 0.5)" in card
 
 
+def test_photo_side_losses_after_a_look_ahead(tiny_data, tmp_path) -> None:
+    """With ``meta_step`` the photo-side losses are taken one retrieval step ahead: the run
+    trains, logs them, and its model differs from the one without the look-ahead."""
+    config = tiny_config(tiny_data, tmp_path / "plain", epochs=1)
+    photo = PhotoLosses(neighbourhood=1.0, unlabelled_per_batch=4)
+    config = replace(config, data=replace(config.data, labelled_fraction=0.5), photo=photo)
+    ahead = replace(config, photo=replace(photo, meta_step=20.0))
+    ahead = replace(ahead, run=replace(ahead.run, out=str(tmp_path / "ahead")))
+    results = [train(config), train(ahead)]
+    records = [
+        r for r in read_metrics(tmp_path / "ahead" / "metrics.jsonl") if r["split"] == "train"
+    ]
+    assert all(math.isfinite(r["neighbourhood"]) for r in records)
+    assert results[1]["skipped_steps"] == 0
+    weights = [load_file(str(tmp_path / run / "model.safetensors")) for run in ("plain", "ahead")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    card = (tmp_path / "ahead" / "README.md").read_text()
+    assert "the photo-side losses after a look-ahead of 20.0 steps" in card
+
+
 def test_photo_side_losses_need_unlabelled_photos(tiny_data, tmp_path) -> None:
     with pytest.raises(FgsbirError, match="photo-side losses need unlabelled photos"):
         train(tiny_config(tiny_data, tmp_path, photo=PhotoLosses(distill=1.0)))

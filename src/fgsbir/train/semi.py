@@ -284,10 +284,10 @@ class SemiTask(RetrievalTask):
         # retrieval: real pairs + discriminator-weighted generated pairs + distillation
         n, u = len(batch.labels), len(batch.unlabelled)
         extra = self.photo_side.copies(batch.unlabelled) if self.photo_side else [batch.unlabelled]
-        embeddings = self.model(torch.cat([batch.sketches, batch.photos, drawn.tensors, *extra]))
-        real_sk, real_ph, gen_sk, *extra_emb = embeddings.split(
-            [n, n, len(drawn.tensors), *map(len, extra)]
-        )
+        inputs = torch.cat([batch.sketches, batch.photos, drawn.tensors, *extra])
+        embeddings = self.model(inputs)
+        sizes = [n, n, len(drawn.tensors), *map(len, extra)]
+        real_sk, real_ph, gen_sk, *extra_emb = embeddings.split(sizes)
         unl_ph = extra_emb[0]
         weights = discriminator_weights(fake_logits[:u]) if config.disc_weighting else None
         real_loss = self.triplet(real_sk, real_ph, batch.labels)
@@ -302,7 +302,10 @@ class SemiTask(RetrievalTask):
             stats["distill"] = distill.item()
         if self.photo_side is not None:
             files = self.photo_files(batch.labels) + [self.pool.photos[i] for i in batch.pool]
-            photo_loss, photo_stats = self.photo_side.loss(real_sk, real_ph, extra_emb, files)
+            lr = self.optimizer.param_groups[0]["lr"]
+            ahead = self.photo_side.ahead(self.model, inputs, embeddings, loss, lr)
+            sketch_at, photo_at, _, *extra_at = ahead.split(sizes)
+            photo_loss, photo_stats = self.photo_side.loss(sketch_at, photo_at, extra_at, files)
             loss, stats = loss + photo_loss, stats | photo_stats
         stats["loss"] = loss.item()
         stats["skipped"] = not optimise(loss, self.optimizer, ctx)

@@ -119,6 +119,8 @@ def unlabelled_parts(config: dict[str, Any]) -> str:
     weights = {"neighbourhood": "neighbourhood preservation", "distill": "relation distillation",
                "intra": "intra-modal triplets"}  # fmt: skip
     parts += [f"{name} (weight {photo[key]})" for key, name in weights.items() if photo.get(key)]
+    if photo.get("meta_step") and any(photo.get(key) for key in weights):
+        parts.append(f"the photo-side losses after a look-ahead of {photo['meta_step']} steps")
     if parts:
         count = config["data_info"]["unlabelled_photos"]
         return f"{count} unlabelled photos through " + ", ".join(parts)
@@ -296,13 +298,18 @@ class RetrievalTask(Task):
         if self.photo_side is not None:
             position = progress.step * self.ctx.world_size + self.ctx.rank
             extra, extra_files = self.photo_side.inputs(position)
-        embeddings = self.model(torch.cat([sketches, photos, *extra]))
-        sketch_emb, photo_emb, *extra_emb = embeddings.split([n, n, *map(len, extra)])
+        inputs = torch.cat([sketches, photos, *extra])
+        embeddings = self.model(inputs)
+        sizes = [n, n, *map(len, extra)]
+        sketch_emb, photo_emb = embeddings.split(sizes)[:2]
         loss = self.triplet(sketch_emb, photo_emb, labels)
         stats = {"triplet": loss.item()}
         if self.photo_side is not None:
+            lr = self.optimizer.param_groups[0]["lr"]
+            ahead = self.photo_side.ahead(self.model, inputs, embeddings, loss, lr)
+            sketch_at, photo_at, *extra_at = ahead.split(sizes)
             files = self.photo_files(labels) + extra_files
-            photo_loss, photo_stats = self.photo_side.loss(sketch_emb, photo_emb, extra_emb, files)
+            photo_loss, photo_stats = self.photo_side.loss(sketch_at, photo_at, extra_at, files)
             loss, stats = loss + photo_loss, stats | photo_stats
         stepped = optimise(loss, self.optimizer, self.ctx, scheduler=self.scheduler)
         lr = self.scheduler.get_last_lr()[0]

@@ -51,10 +51,24 @@ class Arm:
     baseline: str | None = None
 
 
+NESTED_LATER_SETTINGS = {("photo", "meta_step"): 0.0}
+"""Settings added inside a section (``photo``, at any depth) after cells were keyed, with their
+defaults: left out of the digest where they hold them, so that those cells keep their keys."""
+
+
+def _leave_out_later_settings(settings: dict[str, Any]) -> None:
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            for (section, name), default in NESTED_LATER_SETTINGS.items():
+                if key == section and value.get(name, not default) == default:
+                    value.pop(name)
+            _leave_out_later_settings(value)
+
+
 def settings_digest(config: Any, left_out: Sequence[str] = ()) -> str:
     """A short hash of a run's settings, but where and on what it runs; the ``left_out`` fields
     are left out where they hold their defaults (settings added after cells were keyed, so that
-    those keep their keys)."""
+    those keep their keys), and so are :data:`NESTED_LATER_SETTINGS`."""
     settings = config_to_dict(config)
     for key in ("out", "device", "threads"):
         settings["run"].pop(key)
@@ -62,6 +76,7 @@ def settings_digest(config: Any, left_out: Sequence[str] = ()) -> str:
     for key in left_out:
         if key in settings and settings[key] == defaults[key]:
             settings.pop(key)
+    _leave_out_later_settings(settings)
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 

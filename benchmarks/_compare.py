@@ -140,7 +140,9 @@ def add_campaign_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
         help="the seeds to train; the report covers every seed in the cell store too",
     )  # fmt: skip
-    parser.add_argument("--arms", nargs="+", help="the arms to run (default: all)")
+    parser.add_argument(
+        "--arms", nargs="+", help="the arms to train (default: all); the report covers them all"
+    )
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument(
         "--report-only", action="store_true", help="summarise the finished runs, train nothing"
@@ -156,11 +158,16 @@ def run_campaign(
     store: Path,
     lanes: int,
     train: bool = True,
+    trained: Sequence[str] | None = None,
 ) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
     """Every cell's scores, ``[fraction][arm][seed]``, over the given ``seeds`` and every other
     seed whose cell (same settings) is in the ``store``: read from the store where it is there,
-    else (with ``train``, for the given seeds) trained ``lanes`` at a time (the first seeds' cells
-    first, so a stopped campaign has whole seeds) and added to the store as each finishes."""
+    else (with ``train``, for the given seeds and the arms named ``trained``, default all)
+    trained ``lanes`` at a time (the first seeds' cells first, so a stopped campaign has whole
+    seeds) and added to the store as each finishes. An unknown name in ``trained`` is refused."""
+    known = [arm.name for arm in arms]
+    if unknown := set(trained or ()) - set(known):
+        raise SystemExit(f"unknown arm(s) {sorted(unknown)}; known: {', '.join(known)}")
     cells = json.loads(store.read_text()) if store.is_file() else {}
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     todo = []
@@ -172,7 +179,7 @@ def run_campaign(
                 slot = results.setdefault(str(fraction), {}).setdefault(arm.name, {})
                 if key in cells:
                     slot[seed] = cells[key]
-                elif train and seed in seeds:
+                elif train and seed in seeds and arm.name in (trained or known):
                     folder = root / arm.name / f"f{fraction}" / f"seed{seed}" / digest
                     todo.append((key, slot, seed, arm, config, folder))
     with start_lanes(lanes) as pool:

@@ -236,7 +236,7 @@ def best_recipe(summary: dict[str, Any], results: dict[str, Any]) -> dict[str, A
     return {"name": chosen, "chosen_by": "mean validation acc@1"} | {k: cell[k] for k in keys}
 
 
-def unlabelled_gains(summary: dict[str, Any], chosen: list[Arm]) -> dict[str, Any]:
+def unlabelled_gains(summary: dict[str, Any], every: list[Arm]) -> dict[str, Any]:
     """Per fraction below 1, the arm with the unlabelled photos whose validation acc@1 is best,
     against its equal-time control: the paired test acc@1 difference with its 95% CI. Only arms
     compared with a labelled-pairs control compete (``lite1_edges_neighbourhood`` is compared
@@ -244,7 +244,7 @@ def unlabelled_gains(summary: dict[str, Any], chosen: list[Arm]) -> dict[str, An
     gains = {}
     for fraction, cells in summary.items():
         candidates = [
-            arm for arm in chosen
+            arm for arm in every
             if arm.baseline in EQUAL_TIME_CONTROLS and cells[arm.name].get("paired_seeds")
         ]  # fmt: skip
         if fraction == "1.0" or not candidates:
@@ -271,17 +271,17 @@ def main() -> None:
 
     name = f"photos_{data.name}"
     every = arms(data, args.edge_epochs)
-    chosen = [arm for arm in every if arm.name in (args.arms or [arm.name])]
     results = run_campaign(
-        chosen,
+        every,
         args.fractions or data.fractions,
         args.seeds,
         args.out or cache_dir() / "benchmarks" / name,
         RESULTS_DIR / f"{name}_cells.json",
         args.lanes,
         not args.report_only,
+        args.arms,
     )
-    summary = summarise(results, chosen)
+    summary = summarise(results, every)
     plot(summary, RESULTS_DIR / f"{name}.png")
     table = markdown_table(summary)
     print(table)
@@ -291,7 +291,7 @@ def main() -> None:
         {
             "best_recipe": best_recipe(summary, results),
             "backbone": BACKBONE_ARMS.get(choose(results, list(BACKBONE_ARMS)) or "base"),
-            "unlabelled_gain": unlabelled_gains(summary, chosen),
+            "unlabelled_gain": unlabelled_gains(summary, every),
             "arms": summary,
             "table": table.splitlines(),
             "edge_epochs": args.edge_epochs,

@@ -19,7 +19,7 @@ from fgsbir.errors import FgsbirError
 from fgsbir.evaluate import evaluate_split
 from fgsbir.inference import Embedder, load_embedder
 from fgsbir.models.embedding import EmbeddingArch, build_embedding_net
-from fgsbir.runs import load_resume_state, read_metrics
+from fgsbir.runs import load_resume_state, read_metrics, save_resume_state
 from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.supervised import EdgePairs, TrainConfig, train
 
@@ -228,6 +228,16 @@ def test_photo_side_losses_after_a_look_ahead(tiny_data, tmp_path) -> None:
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     card = (tmp_path / "ahead" / "README.md").read_text()
     assert "the photo-side losses after a look-ahead of 20.0 steps" in card
+
+
+def test_runs_saved_before_the_look_ahead_resume_without_it(tiny_data, tmp_path) -> None:
+    train(tiny_config(tiny_data, tmp_path, epochs=1))
+    state = load_resume_state(tmp_path)
+    del state["config"]["photo"]["meta_step"]
+    save_resume_state(tmp_path, state)
+    assert train(tiny_config(tiny_data, tmp_path, epochs=2))["epochs_trained"] == 2
+    with pytest.raises(FgsbirError, match=r"other settings.*photo"):
+        train(tiny_config(tiny_data, tmp_path, epochs=3, photo=PhotoLosses(meta_step=1.0)))
 
 
 def test_photo_side_losses_need_unlabelled_photos(tiny_data, tmp_path) -> None:

@@ -68,6 +68,21 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return adapter.dump_python(config, mode="json")
 
 
+def with_section_defaults(
+    tree: dict[str, Any], section: str, added: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A copy of the settings ``tree`` with ``added`` under every ``section`` mapping (at any
+    depth) that lacks them: settings added after a run was saved, at the values it used."""
+    upgraded: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = with_section_defaults(value, section, added)
+            if key == section:
+                value = {**added, **value}
+        upgraded[key] = value
+    return upgraded
+
+
 def config_from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
     """``cls`` built from a (nested) mapping, every value checked; a bad one is a ConfigError."""
     _check_keys(cls, values, "")

@@ -15,7 +15,16 @@ from typing import Any, Literal
 
 import torch
 
-from fgsbir.config import Count, DataConfig, Fraction, Natural, NonNegative, Positive, RunOptions
+from fgsbir.config import (
+    Count,
+    DataConfig,
+    Fraction,
+    Natural,
+    NonNegative,
+    Positive,
+    RunOptions,
+    with_section_defaults,
+)
 from fgsbir.data.dataset import Dataset, load_data
 from fgsbir.data.edge_sketches import edge_sketch_split
 from fgsbir.data.sampling import cycled_batch, shuffled_batches
@@ -196,6 +205,10 @@ class RetrievalTask(Task):
         if self.edge_pairs is not None:
             info["edge_pairs"] = len(self.edge_pairs)
         return {"data_info": info}
+
+    def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
+        # runs saved before the look-ahead existed took none
+        return with_section_defaults(saved, "photo", {"meta_step": 0.0})
 
     def _need_unlabelled(self, what: str) -> None:
         if not self.dataset.unlabelled:

@@ -41,6 +41,7 @@ import argparse
 import shlex
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
@@ -143,6 +144,13 @@ def longer(config: TrainConfig, ratio: float) -> TrainConfig:
     return replace(config, run=replace(config.run, epochs=round(config.run.epochs * ratio)))
 
 
+def longer_arm(
+    build: Callable[[float, int], TrainConfig], ratio: float, fraction: float, seed: int
+) -> TrainConfig:
+    """An arm's settings (``build``), trained ``ratio`` times as many epochs."""
+    return longer(build(fraction, seed), ratio)
+
+
 def equal_time_control(data: DataSet, fraction: float, seed: int) -> TrainConfig:
     """The labelled-pairs recipe trained :data:`TIME_RATIO` times as many epochs."""
     return longer(recipe(data, fraction, seed), TIME_RATIO)
@@ -179,10 +187,7 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
     control = partial(equal_steps_control, data, edge_epochs=edge_epochs)
     lite1 = "efficientnet_lite1"
     lite1_control = partial(control, backbone=lite1)
-
-    def lite1_control_x5(fraction: float, seed: int) -> TrainConfig:
-        return longer(lite1_control(fraction, seed), EDGES_NEIGHBOURHOOD_TIME_RATIO)
-
+    lite1_control_x5 = partial(longer_arm, lite1_control, EDGES_NEIGHBOURHOOD_TIME_RATIO)
     return [
         arm("base"),
         Arm("control", control, train, "base"),

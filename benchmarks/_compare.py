@@ -36,6 +36,7 @@ from _record import ROOT
 from scipy import stats
 
 from fgsbir.config import config_to_dict
+from fgsbir.train.supervised import SETTINGS_ADDED_LATER
 
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 
@@ -51,9 +52,14 @@ class Arm:
     baseline: str | None = None
 
 
-NESTED_LATER_SETTINGS = {("photo", "meta_step"): 0.0}
-"""Settings added inside a section (``photo``, at any depth) after cells were keyed, with their
-defaults: left out of the digest where they hold them, so that those cells keep their keys."""
+NESTED_LATER_SETTINGS = {
+    (section, name): value
+    for section, added in SETTINGS_ADDED_LATER.items()
+    for name, value in added.items()
+}
+"""Settings added inside a section (at any depth) after cells were keyed, with their defaults
+(:data:`fgsbir.train.supervised.SETTINGS_ADDED_LATER`): left out of the digest where they hold
+them, so that those cells keep their keys."""
 
 
 def _leave_out_later_settings(settings: dict[str, Any]) -> None:

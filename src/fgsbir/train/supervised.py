@@ -179,6 +179,11 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SETTINGS_ADDED_LATER = {"photo": {"meta_step": 0.0}}  # runs saved before the look-ahead took none
+"""Settings added to a section (at any depth) after runs were saved, at the values those runs
+trained with: :meth:`RetrievalTask.upgraded` adds them to a stopped run's recorded settings."""
+
+
 class RetrievalTask(Task):
     """Triplet training of an :class:`EmbeddingNet` on the labelled pairs."""
 
@@ -207,8 +212,9 @@ class RetrievalTask(Task):
         return {"data_info": info}
 
     def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
-        # runs saved before the look-ahead existed took none
-        return with_section_defaults(saved, "photo", {"meta_step": 0.0})
+        for section, added in SETTINGS_ADDED_LATER.items():
+            saved = with_section_defaults(saved, section, added)
+        return saved
 
     def _need_unlabelled(self, what: str) -> None:
         if not self.dataset.unlabelled:

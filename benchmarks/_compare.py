@@ -196,6 +196,34 @@ def run_campaign(
     return results
 
 
+def summarised_campaign(
+    name: str,
+    arms: Sequence[Arm],
+    fractions: Sequence[float],
+    args: argparse.Namespace,
+    runs: Path,
+    results_dir: Path,
+) -> tuple[dict[str, dict[str, dict[int, dict[str, Any]]]], dict[str, Any], str]:
+    """The campaign ``name`` as its options (:func:`add_campaign_arguments`) ask, with its cell
+    store and plot in ``results_dir`` (``<name>_cells.json``, ``<name>.png``): its cells
+    (:func:`run_campaign`), their summary (:func:`summarise`) and table, printed."""
+    results = run_campaign(
+        arms,
+        fractions,
+        args.seeds,
+        runs,
+        results_dir / f"{name}_cells.json",
+        args.lanes,
+        not args.report_only,
+        args.arms,
+    )
+    summary = summarise(results, arms)
+    plot(summary, results_dir / f"{name}.png")
+    table = markdown_table(summary)
+    print(table)
+    return results, summary, table
+
+
 def _stored_seeds(
     cells: dict[str, Any], arms: Sequence[Arm], fractions: Sequence[float]
 ) -> set[int]:

@@ -12,6 +12,8 @@ import json
 import os
 import platform
 import re
+import shlex
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,8 +83,15 @@ def _write_section(name: str, payload: dict[str, Any]) -> None:
     BENCHMARKS_MD.write_text(text)
 
 
-def record(name: str, results: dict[str, Any], command: str) -> Path:
-    """Save ``results`` as JSON and replace the benchmark's section of ``BENCHMARKS.md``."""
+def this_command() -> str:
+    """How the running benchmark script was started, as a user would type it at the root."""
+    return shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def record(name: str, results: dict[str, Any]) -> Path:
+    """Save ``results`` as JSON, with the command that made them, and replace the benchmark's
+    section of ``BENCHMARKS.md``."""
+    command = this_command()
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"{name}.json"

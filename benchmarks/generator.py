@@ -54,9 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -672,8 +670,7 @@ def main() -> None:
     if args.smoke:
         (results_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
         return
-    command = " ".join(["python", "benchmarks/generator.py", *map(shlex.quote, sys.argv[1:])])
-    record(stem, results, command)
+    record(stem, results)
 
 
 if __name__ == "__main__":

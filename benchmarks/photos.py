@@ -38,16 +38,14 @@ once, at the end. Results: ``benchmarks/results/photos_<data>.json``, ``.png`` a
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-from _compare import Arm, add_campaign_arguments, markdown_table, plot, run_campaign, summarise
+from _compare import Arm, add_campaign_arguments, summarised_campaign
 from _record import RESULTS_DIR, SHARED_DATA, record
 
 from fgsbir.config import DataConfig
@@ -294,21 +292,9 @@ def main() -> None:
 
     name = f"photos_{data.name}"
     every = arms(data, args.edge_epochs)
-    results = run_campaign(
-        every,
-        args.fractions or data.fractions,
-        args.seeds,
-        args.out or cache_dir() / "benchmarks" / name,
-        RESULTS_DIR / f"{name}_cells.json",
-        args.lanes,
-        not args.report_only,
-        args.arms,
-    )
-    summary = summarise(results, every)
-    plot(summary, RESULTS_DIR / f"{name}.png")
-    table = markdown_table(summary)
-    print(table)
-    command = " ".join(["python", "benchmarks/photos.py", *map(shlex.quote, sys.argv[1:])])
+    runs = args.out or cache_dir() / "benchmarks" / name
+    fractions = args.fractions or data.fractions
+    results, summary, table = summarised_campaign(name, every, fractions, args, runs, RESULTS_DIR)
     record(
         name,
         {
@@ -321,7 +307,6 @@ def main() -> None:
             "time_ratio": TIME_RATIO,
             "plot": f"benchmarks/results/{name}.png",
         },
-        command,
     )
 
 

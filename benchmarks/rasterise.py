@@ -126,7 +126,7 @@ def main() -> None:
     for key, value in results.items():
         print(f"{key}: {value}")
     if not args.quick:
-        record("rasterise", results, "python benchmarks/rasterise.py")
+        record("rasterise", results)
 
 
 if __name__ == "__main__":

@@ -365,7 +365,7 @@ def main() -> None:
     results["total_s"] = round(time.perf_counter() - began, 1)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.quick:
-        record("search", results, "python benchmarks/search.py")
+        record("search", results)
     print(results)
 
 

@@ -36,9 +36,7 @@ import argparse
 import fcntl
 import json
 import math
-import shlex
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cache, partial
@@ -48,12 +46,9 @@ from typing import Any, Literal
 from _compare import (
     Arm,
     add_campaign_arguments,
-    markdown_table,
     paired_difference,
-    plot,
-    run_campaign,
     settings_digest,
-    summarise,
+    summarised_campaign,
 )
 from _record import RESULTS_DIR, record
 from generator import DEFAULT_DECODER, PRETRAIN_MIX
@@ -363,20 +358,9 @@ def main() -> None:
     if args.smoke:
         every = [replace(arm, build=partial(tiny_build, arm.build)) for arm in every]
     runs.mkdir(parents=True, exist_ok=True)
-    results = run_campaign(
-        every,
-        args.fractions,
-        args.seeds,
-        runs,
-        results_dir / f"{name}_cells.json",
-        args.lanes,
-        not args.report_only,
-        args.arms,
+    results, summary, table = summarised_campaign(
+        name, every, args.fractions, args, runs, results_dir
     )
-    summary = summarise(results, every)
-    plot(summary, results_dir / f"{name}.png")
-    table = markdown_table(summary)
-    print(table)
     payload = {
         "fractions": report(results, summary, every),
         "arms": summary,
@@ -399,8 +383,7 @@ def main() -> None:
     if args.smoke:
         (results_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
         return
-    command = " ".join(["python", "benchmarks/semi_shoe_v1.py", *map(shlex.quote, sys.argv[1:])])
-    record(name, payload, command)
+    record(name, payload)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ test split; 2 shared CPU cores, short runs):
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,10 +97,7 @@ def main() -> None:
             "threads_per_run": 1,
         },
     }
-    command = " ".join(
-        ["python", "benchmarks/supervised_shoe_v1.py", *map(shlex.quote, sys.argv[1:])]
-    )
-    record(NAME, results, command)
+    record(NAME, results)
     print(results)
 
 

@@ -13,7 +13,8 @@ unlabelled; ``--data synthetic``: the built-in data set with 200 other synthetic
 * ``edges``: the plain edge pseudo-pairs of the photo-side benchmark (two leading epochs), then
   the labelled pairs for as many epochs as fill the semi run's time: do the generator's pairs
   beat the edge drawings' (``semi_minus_edges``)?
-* ``start``: the semi run's start retrieval run as it is (what joint training starts from);
+* ``start``: the semi run's start retrieval run as it is (what joint training starts from;
+  ``semi_minus_start``: what joint training adds to it);
 * ablations, each against ``semi`` (paired by seed; a negative difference: the part helps):
   ``no_disc_weighting``, ``no_distillation``, ``no_policy_gradient``, ``frozen_generator``, and
   ``semi_attentive`` (the older attentive decoder), and ``semi_photo_side`` (with the photo-side
@@ -24,8 +25,9 @@ by every arm that starts from them (a lock file keeps two lanes from training on
 counts their seconds in its ``train_s``. Model choices are made on the validation split; test
 acc@1 is read once. Finished cells are kept in ``benchmarks/results/semi_<data>_cells.json``, so a
 campaign carries on across sessions. Results: ``benchmarks/results/semi_<data>.json`` (per
-fraction ``semi_minus_control`` and ``semi_minus_edges``, the ablation with CIs, the table, the
-measured time of each equal-time arm), ``.png`` and the ``semi_<data>`` section of BENCHMARKS.md.
+fraction ``semi_minus_control``, ``semi_minus_edges`` and ``semi_minus_start``, the ablation
+with CIs, the table, the measured time of each equal-time arm), ``.png`` and the ``semi_<data>``
+section of BENCHMARKS.md.
 ``--smoke``: a few steps of every arm on a tiny synthetic set, kept in the cache folder (nothing
 recorded).
 """
@@ -277,12 +279,14 @@ def seconds(results: dict[str, Any], fraction: str) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any], summary: dict[str, Any], chosen: list[Arm]) -> dict[str, Any]:
-    """Per fraction: semi - control and semi - edges, the equal-time check, and the ablation."""
+    """Per fraction: semi - control, semi - edges and semi - start (what joint training adds to
+    its start run), the equal-time check, and the ablation."""
     fractions: dict[str, Any] = {}
     for fraction in results:
         found = {
             "semi_minus_control": difference(results, fraction, "semi", "control"),
             "semi_minus_edges": difference(results, fraction, "semi", "edges"),
+            "semi_minus_start": difference(results, fraction, "semi", "start"),
             "time_s": seconds(results, fraction),
             "ablation": {
                 arm.name: {"seeds": cell["paired_seeds"]}

@@ -27,8 +27,9 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +190,23 @@ def run_campaign(
                     folder = root / arm.name / f"f{fraction}" / f"seed{seed}" / digest
                     todo.append((key, slot, seed, arm, config, folder))
     with start_lanes(lanes) as pool:
-        futures = [(k, slot, s, pool.submit(_run, a, c, d)) for k, slot, s, a, c, d in todo]
-        for key, slot, seed, future in futures:
-            slot[seed] = future.result()
-            add_cell(store, key, slot[seed])
+        jobs = [(k, slot, s, partial(_run, a, c, d)) for k, slot, s, a, c, d in todo]
+        store_as_finished(pool, jobs, store)
     return results
+
+
+Job = tuple[str, dict[int, Any], int, Callable[[], dict[str, Any]]]
+"""A cell to train: its key in the store, the slot its scores go in, its seed, the training."""
+
+
+def store_as_finished(pool: ProcessPoolExecutor, jobs: Sequence[Job], store: Path) -> None:
+    """Train every job in the ``pool`` and put each cell's scores in its slot and the ``store``
+    as soon as it finishes, whichever finishes first (a stopped campaign keeps every cell done)."""
+    pending = {pool.submit(train): (key, slot, seed) for key, slot, seed, train in jobs}
+    for future in as_completed(pending):
+        key, slot, seed = pending[future]
+        slot[seed] = future.result()
+        add_cell(store, key, slot[seed])
 
 
 def summarised_campaign(

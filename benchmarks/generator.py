@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _compare import add_cell, commit, paired_difference, settings_digest, start_lanes
+from _compare import commit, paired_difference, settings_digest, start_lanes, store_as_finished
 from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
 
 from fgsbir.config import DataConfig, RunOptions
@@ -481,14 +481,12 @@ def run_campaign(
             future.result()
         # tuned cells read the default decoder's run folders, copy cells those they draw with
         for phase in sorted({phase for *_, phase in todo}):
-            futures = [
-                (key, slot, seed, pool.submit(cell, str(judge_dirs[name]), name, split))
+            jobs = [
+                (key, slot, seed, partial(cell, str(judge_dirs[name]), name, split))
                 for key, slot, seed, cell, name, cell_phase in todo
                 if cell_phase == phase
             ]
-            for key, slot, seed, future in futures:
-                slot[seed] = future.result()
-                add_cell(store, key, slot[seed])
+            store_as_finished(pool, jobs, store)
     return results
 
 

@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _record import ROOT
+from _record import ROOT, machine
 from scipy import stats
 
 from fgsbir.config import config_to_dict
@@ -118,6 +118,7 @@ def _run(arm: Arm, config: Any, folder: Path) -> dict[str, Any]:
         "steps": result["steps"],
         "train_s": result["train_s"],
         "commit": commit(),
+        "machine": machine(),
     }
     return scores
 

@@ -30,11 +30,21 @@ HEADER = (
 )
 
 
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo``'s model name where there is one). Training on
+    another processor family takes other floating-point paths, so the same command and seed can
+    end at another number: cells record it beside their commit."""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    names = re.findall(r"^model name\s*:\s*(.+)$", text, re.M)
+    return names[0].strip() if names else platform.processor() or platform.machine()
+
+
 def machine() -> str:
     """A one-line description of where the numbers were measured."""
     accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, {accelerator}, "
+        f"{platform.machine()} ({cpu_model()}), {os.cpu_count()} CPU cores, {accelerator}, "
         f"Python {platform.python_version()}, torch {torch.__version__}"
     )
 

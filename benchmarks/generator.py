@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 from _compare import commit, paired_difference, settings_digest, start_lanes, store_as_finished
-from _record import RESULTS_DIR, ROOT, SHARED_DATA, record
+from _record import RESULTS_DIR, ROOT, SHARED_DATA, machine, record
 
 from fgsbir.config import DataConfig, RunOptions
 from fgsbir.data.dataset import Split, load_data, load_dataset
@@ -415,6 +415,7 @@ def score_cell(
         "epochs_trained": trained["epochs_trained"],
         "train_s": trained["train_s"],
         "commit": commit(),
+        "machine": machine(),
     }
     for scores in faithful.values():
         scores["x_chance@1"] = round(scores["acc@1"] / result["chance"]["acc@1"], 2)

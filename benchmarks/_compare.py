@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +340,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 
 def plot(summary: dict[str, Any], out_png: Path) -> None:
-    """acc@1 against labelled fraction, one line per arm, error bars of one standard deviation."""
+    """acc@1 against labelled fraction, one line per arm, error bars of one standard deviation;
+    the arms are set a little apart along the fraction axis, so that their bars do not overlap."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -350,8 +352,12 @@ def plot(summary: dict[str, Any], out_png: Path) -> None:
         name for name in summary[fractions[0]] if any(summary[f][name]["seeds"] for f in fractions)
     ]
     colours = colormaps["tab20"].colors  # one colour per arm, up to 20 arms
-    for name, colour in zip(names, colours, strict=False):
-        xs = [float(f) for f in fractions if summary[f][name]["seeds"]]
+    at = [float(f) for f in fractions]
+    spread = 0.6 * min((b - a for a, b in pairwise(at)), default=0.1)
+    step = spread / len(names)  # between neighbouring arms, all of them within ``spread``
+    for i, (name, colour) in enumerate(zip(names, colours, strict=False)):
+        shift = (i - (len(names) - 1) / 2) * step
+        xs = [float(f) + shift for f in fractions if summary[f][name]["seeds"]]
         cells = [summary[f][name] for f in fractions if summary[f][name]["seeds"]]
         ax.errorbar(
             xs, [c["acc@1_mean"] for c in cells], yerr=[c["acc@1_std"] for c in cells],

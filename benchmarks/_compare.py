@@ -266,20 +266,28 @@ def add_cell(store: Path, key: str, scores: dict[str, Any]) -> None:
 
 
 def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
-    """Mean of ``values - baseline`` (paired) with a 95% Student-t confidence interval."""
+    """Mean of ``values - baseline`` (paired) with a 95% Student-t confidence interval; one pair
+    gives no interval, its bounds are None (``null`` in JSON)."""
     diffs = [a - b for a, b in zip(values, baseline, strict=True)]
     mean = statistics.mean(diffs)
-    half = (
-        float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
-        if len(diffs) > 1
-        else float("nan")
-    )
+    low = high = None
+    if len(diffs) > 1:
+        half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs)
+        half /= len(diffs) ** 0.5
+        low, high = round(mean - half, 4), round(mean + half, 4)
     return {
         "diffs": [round(d, 4) for d in diffs],
         "diff_mean": round(mean, 4),
-        "ci95_low": round(mean - half, 4),
-        "ci95_high": round(mean + half, 4),
+        "ci95_low": low,
+        "ci95_high": high,
     }
+
+
+def interval_text(found: dict[str, Any]) -> str:
+    """``+0.030 [-0.015, +0.074]``, or ``+0.030 [1 seed, no CI]`` without an interval."""
+    if found["ci95_low"] is None:
+        return f"{found['diff_mean']:+.3f} [1 seed, no CI]"
+    return f"{found['diff_mean']:+.3f} [{found['ci95_low']:+.3f}, {found['ci95_high']:+.3f}]"
 
 
 def summarise(
@@ -326,11 +334,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
         for name, cell in cells.items():
             if not cell["seeds"]:
                 continue
-            diff = (
-                f"{cell['diff_mean']:+.3f} [{cell['ci95_low']:+.3f}, {cell['ci95_high']:+.3f}]"
-                if "vs" in cell
-                else ""
-            )
+            diff = interval_text(cell) if "vs" in cell else ""
             lines.append(
                 f"| {fraction} | {name} | {cell['acc@1_mean']:.3f} +- {cell['acc@1_std']:.3f} "
                 f"({len(cell['seeds'])}) | {cell.get('vs', '')} | {diff} | "

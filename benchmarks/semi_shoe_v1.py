@@ -297,7 +297,8 @@ def report(results: dict[str, Any], summary: dict[str, Any], chosen: list[Arm]) 
         }
         gain = found["semi_minus_control"]
         if fraction == TARGET["fraction"] and gain:
-            found["target_met"] = gain["diff_mean"] >= TARGET["diff_mean"] and gain["ci95_low"] > 0
+            above_zero = gain["ci95_low"] is not None and gain["ci95_low"] > 0
+            found["target_met"] = gain["diff_mean"] >= TARGET["diff_mean"] and above_zero
         fractions[fraction] = found
     return fractions
 

@@ -40,6 +40,15 @@ def test_triplet_matches_hand_computation(negatives: str, per_anchor: list[float
     assert loss.item() == pytest.approx(sum(per_anchor) / 3, abs=1e-6)
 
 
+def test_unpaired_photos_are_negatives_of_every_anchor() -> None:
+    """A photo past the paired rows (at 2.9) is the closest negative of s2 (hinge 1.8 - 0.1 + 1
+    = 2.7), whether or not labels are given; the other anchors keep their hinges."""
+    photos = torch.cat([PHOTOS, column(2.9)])
+    for labels in (None, torch.tensor([5, 6, 7])):
+        loss = TripletLoss(margin=1.0, negatives="hardest")(SKETCHES, photos, labels)
+        assert loss.item() == pytest.approx((0.0 + 0.6 + 2.7) / 3, abs=1e-6)
+
+
 def test_semi_hard_falls_back_to_the_farthest_negative() -> None:
     # s0=0 -> photos [5, 1, 2]: positive 5, every negative closer -> farthest negative p2 (2)
     # s1=10 -> [5, 9, 12]: positive 9, p2 (12) is the closest farther negative -> relu(9-12+.5)=0

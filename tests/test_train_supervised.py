@@ -210,6 +210,28 @@ def test_photo_side_losses_train_on_unlabelled_photos(tiny_data, tmp_path) -> No
     assert "intra-modal triplets (weight 0.5)" in card
 
 
+def test_unlabelled_photos_as_negatives_change_the_retrieval_loss(tiny_data, tmp_path) -> None:
+    """With ``pool_negatives`` each step's unlabelled photos join the triplet loss's negatives:
+    the first step's triplet loss (same weights, same batch; an epoch is one step here) can only
+    grow, the run trains, and its card says so."""
+    config = tiny_config(tiny_data, tmp_path / "plain", epochs=1, batch_size=64)
+    photo = PhotoLosses(neighbourhood=1.0, unlabelled_per_batch=4)
+    config = replace(config, data=replace(config.data, labelled_fraction=0.5), photo=photo)
+    pooled = replace(config, photo=replace(photo, pool_negatives=True))
+    pooled = replace(pooled, run=replace(pooled.run, out=str(tmp_path / "pooled")))
+    results = [train(config), train(pooled)]
+    first = [
+        next(r for r in read_metrics(tmp_path / run / "metrics.jsonl") if r["split"] == "train")
+        for run in ("plain", "pooled")
+    ]
+    assert first[0]["step"] == first[1]["step"] == 1
+    assert first[1]["triplet"] >= first[0]["triplet"] > 0
+    assert first[1]["triplet"] != first[0]["triplet"]
+    assert results[1]["skipped_steps"] == 0
+    card = (tmp_path / "pooled" / "README.md").read_text()
+    assert "negatives of the retrieval triplet loss" in card
+
+
 def test_photo_side_losses_after_a_look_ahead(tiny_data, tmp_path) -> None:
     """With ``meta_step`` the photo-side losses are taken one retrieval step ahead: the run
     trains, logs them, and its model differs from the one without the look-ahead."""

@@ -2,7 +2,8 @@
 
 Every loss takes ``(B, D)`` sketch and photo embeddings where row ``i`` of the sketches is paired
 with row ``i`` of the photos; every other photo of the batch serves as a negative (in-batch
-negatives). Distances are Euclidean, the metric retrieval ranks with (see :mod:`fgsbir.evaluate`).
+negatives). :class:`TripletLoss` also takes photos beyond the ``B`` paired ones: photos without a
+sketch in the batch, negatives of every anchor. Distances are Euclidean, the metric retrieval ranks with (see :mod:`fgsbir.evaluate`).
 """
 
 from __future__ import annotations
@@ -22,19 +23,23 @@ def pairwise_distances(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Te
 
 
 def negative_mask(
-    batch_size: int, labels: torch.Tensor | None, device: torch.device
+    batch_size: int, labels: torch.Tensor | None, device: torch.device, photos: int | None = None
 ) -> torch.Tensor:
-    """``(B, B)`` bool: photo ``j`` is a negative of sketch ``i``.
+    """``(B, N)`` bool: photo ``j`` is a negative of sketch ``i``; ``N`` is ``photos`` (default
+    ``B``), the photos past the first ``B`` being unpaired.
 
-    Without labels every off-diagonal photo is a negative; with ``labels`` (one photo id per row)
-    photos sharing the anchor's id are never negatives, so duplicates in a batch are safe.
+    Without labels every photo but the anchor's own is a negative; with ``labels`` (one photo id
+    per paired row) photos sharing the anchor's id are never negatives, so duplicates in a batch
+    are safe. Unpaired photos are negatives of every anchor.
     """
+    photos = batch_size if photos is None else photos
     if labels is None:
-        return ~torch.eye(batch_size, dtype=torch.bool, device=device)
+        return ~torch.eye(batch_size, photos, dtype=torch.bool, device=device)
     if labels.shape != (batch_size,):
         raise ValueError(f"labels must have shape ({batch_size},), got {tuple(labels.shape)}")
     labels = labels.to(device)
-    return labels[:, None] != labels[None, :]
+    unpaired = torch.ones(batch_size, photos - batch_size, dtype=torch.bool, device=device)
+    return torch.cat([labels[:, None] != labels[None, :], unpaired], dim=1)
 
 
 class TripletLoss(nn.Module):
@@ -68,15 +73,16 @@ class TripletLoss(nn.Module):
         labels: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if sketch_emb.shape != photo_emb.shape or sketch_emb.ndim != 2:
+        paired = photo_emb[: len(sketch_emb)]
+        if sketch_emb.shape != paired.shape or sketch_emb.ndim != 2:
             raise ValueError(
-                f"expected two (B, D) tensors of one shape, got {tuple(sketch_emb.shape)} "
-                f"and {tuple(photo_emb.shape)}"
+                f"expected (B, D) sketches and (N >= B, D) photos, got shapes "
+                f"{tuple(sketch_emb.shape)} and {tuple(photo_emb.shape)}"
             )
         batch = sketch_emb.shape[0]
         dist = pairwise_distances(sketch_emb, photo_emb)
         positive = dist.diagonal()[:, None]
-        is_negative = negative_mask(batch, labels, dist.device)
+        is_negative = negative_mask(batch, labels, dist.device, len(photo_emb))
         hinge = F.relu(positive - dist + self.margin)
 
         if self.negatives == "all":

@@ -15,6 +15,10 @@ losses use them, each with its weight in :class:`PhotoLosses`:
 * **intra-modal triplets**: a photo and a shape-augmented copy of it (affine warp, erased
   patches) are a positive pair, the step's other photos its negatives.
 
+With ``pool_negatives`` the unlabelled photos need no loss of their own: the retrieval triplet
+loss of the labelled pairs ranks each sketch against them too (:meth:`PhotoSide.gallery`), so
+every sketch learns to tell its photo from far more shoes than the few labelled ones.
+
 With ``meta_step`` the losses are taken *after* a look-ahead: at the weights one gradient step of
 the step's retrieval loss away (:meth:`PhotoSide.ahead`), so that the model learns weights from
 which learning sketches keeps the photos' neighbourhoods, rather than a sum of both wishes. This
@@ -73,10 +77,12 @@ class PhotoLosses:
     reference: str = DEFAULT_BACKBONE  # ImageNet network (shipped weights) that ranks photos
     reference_size: Annotated[int, Field(ge=32)] = 224  # the RGB photo's side as it sees it
     meta_step: NonNegative = 0.0  # look-ahead in learning rates (0: the losses at the weights)
+    pool_negatives: bool = False  # the unlabelled photos are negatives of the retrieval loss
 
     @property
     def on(self) -> bool:
-        return self.neighbourhood > 0 or self.distill > 0 or self.intra > 0
+        losses = self.neighbourhood > 0 or self.distill > 0 or self.intra > 0
+        return losses or self.pool_negatives
 
 
 def look_ahead(
@@ -180,6 +186,14 @@ class PhotoSide:
         if self.config.intra > 0:
             return [views, torch.stack([self.reshape(view) for view in views])]
         return [views]
+
+    def gallery(self, photo_emb: torch.Tensor, extra_emb: list[torch.Tensor]) -> torch.Tensor:
+        """The photos the retrieval triplet loss ranks a step's sketches against: the labelled
+        ``photo_emb``, then with ``pool_negatives`` the unlabelled photos' embeddings (the first
+        of ``extra_emb``, the :meth:`copies`' embeddings) as negatives of every sketch."""
+        if not self.config.pool_negatives:
+            return photo_emb
+        return torch.cat([photo_emb, extra_emb[0]])
 
     def ahead(
         self,

@@ -128,6 +128,8 @@ def unlabelled_parts(config: dict[str, Any]) -> str:
     weights = {"neighbourhood": "neighbourhood preservation", "distill": "relation distillation",
                "intra": "intra-modal triplets"}  # fmt: skip
     parts += [f"{name} (weight {photo[key]})" for key, name in weights.items() if photo.get(key)]
+    if photo.get("pool_negatives"):
+        parts.append("negatives of the retrieval triplet loss")
     if photo.get("meta_step") and any(photo.get(key) for key in weights):
         parts.append(f"the photo-side losses after a look-ahead of {photo['meta_step']} steps")
     if parts:
@@ -179,7 +181,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SETTINGS_ADDED_LATER = {"photo": {"meta_step": 0.0}}  # runs saved before the look-ahead took none
+SETTINGS_ADDED_LATER = {"photo": {"meta_step": 0.0, "pool_negatives": False}}
 """Settings added to a section (at any depth) after runs were saved, at the values those runs
 trained with: :meth:`RetrievalTask.upgraded` adds them to a stopped run's recorded settings."""
 
@@ -320,8 +322,9 @@ class RetrievalTask(Task):
         inputs = torch.cat([sketches, photos, *extra])
         embeddings = self.model(inputs)
         sizes = [n, n, *map(len, extra)]
-        sketch_emb, photo_emb = embeddings.split(sizes)[:2]
-        loss = self.triplet(sketch_emb, photo_emb, labels)
+        sketch_emb, photo_emb, *extra_emb = embeddings.split(sizes)
+        gallery = self.photo_side.gallery(photo_emb, extra_emb) if self.photo_side else photo_emb
+        loss = self.triplet(sketch_emb, gallery, labels)
         stats = {"triplet": loss.item()}
         if self.photo_side is not None:
             lr = self.optimizer.param_groups[0]["lr"]

@@ -3,7 +3,8 @@
 Every loss takes ``(B, D)`` sketch and photo embeddings where row ``i`` of the sketches is paired
 with row ``i`` of the photos; every other photo of the batch serves as a negative (in-batch
 negatives). :class:`TripletLoss` also takes photos beyond the ``B`` paired ones: photos without a
-sketch in the batch, negatives of every anchor. Distances are Euclidean, the metric retrieval ranks with (see :mod:`fgsbir.evaluate`).
+sketch in the batch, negatives of every anchor. Distances are Euclidean, the metric retrieval
+ranks with (see :mod:`fgsbir.evaluate`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ supervised recipe (``TrainConfig()``, on the backbone it was first measured with
   ``lite1_edges_neighbourhood``: edge pre-training and the neighbourhood loss on Lite1, against
   ``lite1_control_x5``; ``lite1_edges_neighbourhood_negatives``: the same with the unlabelled
   photos also negatives of the retrieval loss (``photo.pool_negatives``, no extra passes: the
-  neighbourhood loss embeds them anyway), against the same control;
+  neighbourhood loss embeds them anyway), against the same control; ``lite1_negatives``: those
+  negatives alone, against ``lite1_control`` (which trains longer);
 * equal-time controls, the labelled pairs only, trained as long as the arms they stand beside:
   ``control`` as many steps as ``edges`` (the recipe's epochs plus as many more as the edge
   epochs' steps fill), ``control_x2`` twice the epochs (an arm with photo-side losses or edge
@@ -210,6 +211,12 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
             "lite1_control_x5",
             edge_epochs=edge_epochs,
             photo=neighbourhood,
+            backbone=lite1,
+        ),
+        arm(
+            "lite1_negatives",
+            "lite1_control",
+            photo=PhotoLosses(pool_negatives=True),
             backbone=lite1,
         ),
         arm(

@@ -167,12 +167,15 @@ def test_photo_side_losses_join_the_joint_step(
     semi_run: tuple[Path, dict], data: tuple[str, str], tmp_path: Path
 ) -> None:
     """With ``photo.*`` on, every joint step adds the photo-side losses on its unlabelled photos
-    (here after a look-ahead), and the model card says so."""
+    (here after a look-ahead, and with them as negatives of the real pairs' triplet loss), and
+    the model card says so."""
     out, _ = semi_run
     config = tiny_config(
         data, tmp_path / "photo", epochs=1,
         retrieval_run=str(out / "start_retrieval"), generator_run=str(out / "start_generator"),
-        photo=PhotoLosses(neighbourhood=1.0, distill=1.0, intra=1.0, meta_step=10.0),
+        photo=PhotoLosses(
+            neighbourhood=1.0, distill=1.0, intra=1.0, meta_step=10.0, pool_negatives=True
+        ),
     )  # fmt: skip
     train_semi(config)
     train = [r for r in read_metrics(tmp_path / "photo" / "metrics.jsonl") if r["split"] == "train"]
@@ -181,6 +184,7 @@ def test_photo_side_losses_join_the_joint_step(
     card = (tmp_path / "photo" / "README.md").read_text()
     assert "neighbourhood preservation (weight 1.0)" in card
     assert "after a look-ahead of 10.0 steps" in card
+    assert "negatives of the retrieval triplet loss" in card
 
 
 def test_cli_semi_run_with_a_labelled_fraction(

@@ -290,8 +290,7 @@ class SemiTask(RetrievalTask):
         real_sk, real_ph, gen_sk, *extra_emb = embeddings.split(sizes)
         unl_ph = extra_emb[0]
         weights = discriminator_weights(fake_logits[:u]) if config.disc_weighting else None
-        gallery = self.photo_side.gallery(real_ph, extra_emb) if self.photo_side else real_ph
-        real_loss = self.triplet(real_sk, gallery, batch.labels)
+        real_loss = self.triplet(real_sk, self.gallery(real_ph, extra_emb), batch.labels)
         gen_loss = self.triplet(gen_sk[:u], unl_ph, weights=weights)
         loss = real_loss + config.generated_weight * gen_loss
         stats |= {"triplet_real": real_loss.item(), "triplet_generated": gen_loss.item()}

@@ -233,6 +233,13 @@ class RetrievalTask(Task):
         pool = UnlabelledPool(self.dataset.unlabelled, self.prep, self.ctx.device, config.data.seed)
         return PhotoSide(config.photo, self.dataset.train.photos, pool, config.augment, self.ctx)
 
+    def gallery(self, photo_emb: torch.Tensor, extra_emb: list[torch.Tensor]) -> torch.Tensor:
+        """The photos the labelled sketches' triplet loss ranks against (see
+        :meth:`PhotoSide.gallery`): the paired ``photo_emb`` without a photo side."""
+        if self.photo_side is None:
+            return photo_emb
+        return self.photo_side.gallery(photo_emb, extra_emb)
+
     def photo_files(self, labels: torch.Tensor) -> list[Path]:
         """The photo files of a :meth:`labelled_batch`'s labels (training or edge-pair photos)."""
         offset = len(self.dataset.train.photos)
@@ -323,8 +330,7 @@ class RetrievalTask(Task):
         embeddings = self.model(inputs)
         sizes = [n, n, *map(len, extra)]
         sketch_emb, photo_emb, *extra_emb = embeddings.split(sizes)
-        gallery = self.photo_side.gallery(photo_emb, extra_emb) if self.photo_side else photo_emb
-        loss = self.triplet(sketch_emb, gallery, labels)
+        loss = self.triplet(sketch_emb, self.gallery(photo_emb, extra_emb), labels)
         stats = {"triplet": loss.item()}
         if self.photo_side is not None:
             lr = self.optimizer.param_groups[0]["lr"]

@@ -167,6 +167,10 @@ the same conditions (1,015 s against 191 s a run): what its equal-time control
 EDGE_EPOCHS = 2
 """Leading epochs of edge pairs in the arms that have them (two passes over the pool)."""
 
+LONG_EDGE_EPOCHS = 6
+"""Leading epochs of edge pairs in ``lite1_edges6_neighbourhood``: does longer edge
+pre-training carry the full-label recipe further?"""
+
 LARGER_INPUTS = (192, 224)
 """Input sizes tried on the best recipe besides the default 128 px (chosen when runs had to be
 short; a run at 224 px takes about three times as long, well within the issue's 30 minutes)."""
@@ -210,6 +214,12 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
             "lite1_edges_neighbourhood",
             "lite1_control_x5",
             edge_epochs=edge_epochs,
+            photo=neighbourhood,
+            backbone=lite1,
+        ),
+        arm(
+            f"lite1_edges{LONG_EDGE_EPOCHS}_neighbourhood",
+            edge_epochs=LONG_EDGE_EPOCHS,
             photo=neighbourhood,
             backbone=lite1,
         ),

@@ -97,11 +97,10 @@ def recipe(
     photo: PhotoLosses | None = None,
     backbone: str = CAMPAIGN_BACKBONE,
     image_size: int | None = None,
-    mirror_average: bool = False,
 ) -> TrainConfig:
     """The default recipe on ``fraction`` of the labelled pairs, with the unlabelled pool, the
     given edge pairs (``edge_epochs`` leading epochs unless ``edges`` says more), photo-side
-    losses, backbone, input size (default: the recipe's) and test-time mirror averaging."""
+    losses, backbone and input size (default: the recipe's)."""
     config = TrainConfig(
         data=DataConfig(
             path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction, seed=seed
@@ -112,8 +111,6 @@ def recipe(
     config = replace(config, model=replace(config.model, backbone=backbone))
     if image_size is not None:
         config = replace(config, prep=replace(config.prep, image_size=image_size))
-    if mirror_average:
-        config = replace(config, prep=replace(config.prep, mirror_average=True))
     return replace(config, run=replace(config.run, epochs=config.run.epochs + extra_epochs))
 
 
@@ -225,14 +222,6 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
             edge_epochs=LONG_EDGE_EPOCHS,
             photo=neighbourhood,
             backbone=lite1,
-        ),
-        arm(
-            "lite1_edges_neighbourhood_mirror",
-            "lite1_edges_neighbourhood",
-            edge_epochs=edge_epochs,
-            photo=neighbourhood,
-            backbone=lite1,
-            mirror_average=True,
         ),
         arm(
             "lite1_negatives",

@@ -149,23 +149,6 @@ def test_identity_follows_weights_and_preprocessing(run_dir) -> None:
     assert Embedder(first.model, first.prep, first.config, "cpu").identity != first.identity
 
 
-def test_mirror_average_embeds_an_input_and_its_mirror_image_alike(run_dir) -> None:
-    plain = load_embedder(run_dir, device="cpu")
-    mirrored = Embedder(
-        plain.model, dataclasses.replace(PREP, mirror_average=True), plain.config, "cpu"
-    )
-    photos = photos_to_tensor(_photos(3), PREP)
-    flipped = photos.flip(-1)
-    averaged = mirrored.embed_photo_tensors(photos)
-    np.testing.assert_allclose(averaged, mirrored.embed_photo_tensors(flipped), atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(averaged, axis=1), np.ones(3), atol=1e-5)
-    mean = plain.embed_photo_tensors(photos) + plain.embed_photo_tensors(flipped)
-    expected = mean / np.linalg.norm(mean, axis=1, keepdims=True)
-    np.testing.assert_allclose(averaged, expected, atol=1e-5)
-    assert not np.allclose(plain.embed_photo_tensors(photos), averaged, atol=1e-3)
-    assert mirrored.identity != plain.identity  # an index of one is not searched with the other
-
-
 def test_mid_level_features_on_a_grid() -> None:
     """``feature_level`` drops the later stages; ``pool_grid`` keeps a grid of positions."""
     arch = dataclasses.replace(ARCH, feature_level=2, pool_grid=2)

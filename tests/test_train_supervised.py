@@ -265,22 +265,3 @@ def test_runs_saved_before_the_look_ahead_resume_without_it(tiny_data, tmp_path)
 def test_photo_side_losses_need_unlabelled_photos(tiny_data, tmp_path) -> None:
     with pytest.raises(FgsbirError, match="photo-side losses need unlabelled photos"):
         train(tiny_config(tiny_data, tmp_path, photo=PhotoLosses(distill=1.0)))
-
-
-def test_a_mirror_averaged_run_is_scored_and_served_with_mirror_averaging(
-    tiny_data, tmp_path
-) -> None:
-    """``prep.mirror_average`` changes no training step, only how the model embeds: the run's
-    recorded test scores are those of its loaded embedder, which averages with mirror images."""
-    config = tiny_config(tiny_data, tmp_path, epochs=1)
-    config = replace(config, prep=replace(config.prep, mirror_average=True))
-    result = train(config)
-    embedder = load_embedder(tmp_path)
-    assert embedder.prep.mirror_average
-    test = load_dataset(tiny_data).test
-    scored, sketch_emb, _ = evaluate_split(embedder, test)
-    assert scored["mrr"] == pytest.approx(result["test"]["mrr"])
-    plain = Embedder(embedder.model, replace(embedder.prep, mirror_average=False))
-    _, plain_sketch_emb, _ = evaluate_split(plain, test)
-    assert not torch.allclose(torch.as_tensor(sketch_emb), torch.as_tensor(plain_sketch_emb))
-    assert "embeddings averaged with the mirror image's" in (tmp_path / "README.md").read_text()

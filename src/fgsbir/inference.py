@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -83,11 +82,7 @@ class Embedder:
 
     @torch.no_grad()
     def _embed(self, images: torch.Tensor) -> np.ndarray:
-        images = images.to(self.device)
-        embeddings = self.model(images)
-        if self.prep.mirror_average:
-            embeddings = F.normalize(embeddings + self.model(images.flip(-1)), dim=1)
-        return embeddings.float().cpu().numpy()
+        return self.model(images.to(self.device)).float().cpu().numpy()
 
     def embed_photo_tensors(self, photos: torch.Tensor) -> np.ndarray:
         """``(N, D)`` float32 embeddings of preprocessed ``(N, 3, S, S)`` photo tensors."""

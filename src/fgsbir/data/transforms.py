@@ -41,17 +41,11 @@ class Preprocessing:
 
     The defaults are the retrieval recipe chosen on QMUL-Shoe-V1's validation split: 128 px, and
     photos as Sobel edge maps (see ``benchmarks/supervised_shoe_v1.py``).
-
-    ``mirror_average`` is test-time augmentation: training mirrors pairs at random, so a photo
-    and its mirror image show the same product, and the mean of their two embeddings (then
-    normalised) is a steadier one. :class:`fgsbir.inference.Embedder` applies it wherever a
-    trained model embeds (validation, evaluation, the index, the web page); training does not.
     """
 
     image_size: Annotated[int, Field(ge=16)] = 128
     line_width: Annotated[float, Field(gt=0.0)] = 2.0  # sketch ink width, in raster pixels
     photo_input: Literal["rgb", "sobel"] = "sobel"  # the colour photo, or its edge map
-    mirror_average: bool = False  # at inference, average each input's embedding with its mirror's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

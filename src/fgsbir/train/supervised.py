@@ -142,7 +142,6 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short README.md for a retrieval run folder."""
     arch, prep, data = config["model"], config["prep"], config["data"]
     level = arch["feature_level"]
-    mirror = "; embeddings averaged with the mirror image's" if prep.get("mirror_average") else ""
     lines = [
         "# FG-SBIR retrieval model",
         "",
@@ -154,7 +153,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"Inputs: {prep['image_size']} px; photos padded to a white square"
         f"{' and drawn as Sobel edge maps' if prep['photo_input'] == 'sobel' else ''}, "
         f"sketches rasterised as black ink {prep['line_width']} px wide; ImageNet "
-        f"normalisation{mirror}. Features: "
+        "normalisation. Features: "
         + (f"feature level {level} of the backbone" if level is not None else "the last map")
         + f", average-pooled to a {arch['pool_grid']}x{arch['pool_grid']} grid.",
         "",
@@ -182,10 +181,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SETTINGS_ADDED_LATER = {
-    "photo": {"meta_step": 0.0, "pool_negatives": False},
-    "prep": {"mirror_average": False},
-}
+SETTINGS_ADDED_LATER = {"photo": {"meta_step": 0.0, "pool_negatives": False}}
 """Settings added to a section (at any depth) after runs were saved, at the values those runs
 trained with: :meth:`RetrievalTask.upgraded` adds them to a stopped run's recorded settings."""
 

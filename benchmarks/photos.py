@@ -55,6 +55,7 @@ from fgsbir.config import DataConfig
 from fgsbir.data.dataset import load_data
 from fgsbir.data.layouts import cache_dir
 from fgsbir.data.synthetic import ensure_synthetic
+from fgsbir.train.ensemble import train_ensemble
 from fgsbir.train.photo_side import PhotoLosses
 from fgsbir.train.supervised import EdgePairs, TrainConfig, train
 
@@ -176,6 +177,11 @@ LARGER_INPUTS = (192, 224)
 short; a run at 224 px takes about three times as long, well within the issue's 30 minutes)."""
 
 
+ENSEMBLE_MEMBERS = 2
+"""Members of the ensemble arm: as many as fit the issue's 30 minutes of training per run with
+its members' recipe (about 800 s each here at full labels)."""
+
+
 META_STEP = 1.0
 """The look-ahead of ``lite1_neighbourhood_meta``, in learning rates per weight: about one step
 of the optimiser (on Shoe-V1 at the start it takes the triplet loss from 0.21 to 0.13)."""
@@ -184,8 +190,9 @@ of the optimiser (on Shoe-V1 at the start it takes the triplet loss from 0.21 to
 def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
     """Every arm, each with the equal-time control it is compared with (paired by seed)."""
 
-    def arm(name: str, baseline: str | None = None, **parts: Any) -> Arm:
-        return Arm(name, partial(recipe, data, **parts), train, baseline)
+    def arm(name: str, baseline: str | None = None, members: int = 1, **parts: Any) -> Arm:
+        trainer = train if members == 1 else partial(train_ensemble, members=members)
+        return Arm(name, partial(recipe, data, **parts), trainer, baseline)
 
     neighbourhood = PhotoLosses(neighbourhood=1.0)
     meta = replace(neighbourhood, meta_step=META_STEP)
@@ -221,6 +228,13 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
             f"lite1_edges{LONG_EDGE_EPOCHS}_neighbourhood",
             edge_epochs=LONG_EDGE_EPOCHS,
             photo=neighbourhood,
+            backbone=lite1,
+        ),
+        arm(
+            f"lite1_edges_neighbourhood_negatives_ensemble{ENSEMBLE_MEMBERS}",
+            members=ENSEMBLE_MEMBERS,
+            edge_epochs=edge_epochs,
+            photo=replace(neighbourhood, pool_negatives=True),
             backbone=lite1,
         ),
         arm(

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fgsbir.config import DataConfig
 from fgsbir.data import dataset as dataset_module
-from fgsbir.data.dataset import Split, load_dataset
+from fgsbir.data.dataset import Split, load_data, load_dataset
 from fgsbir.data.layouts import SketchRecord
 from fgsbir.data.synthetic import ensure_synthetic
 from fgsbir.errors import DataError
@@ -68,6 +69,14 @@ def test_labelled_fraction_moves_nested_subsets_to_the_unlabelled_pool(shoes: Pa
     assert set(quarter.train.photos) < set(half.train.photos) < set(full.train.photos)
     assert set(half.train.photos) | set(half.unlabelled) == set(full.train.photos)
     assert not set(half.unlabelled) & (set(half.val.photos) | set(half.test.photos))
+
+
+def test_split_seed_keeps_the_splits_of_another_seed(shoes: Path) -> None:
+    def splits(**seeds: int) -> tuple[list[Path], ...]:
+        data = load_data(DataConfig(str(shoes), val_fraction=0.25, labelled_fraction=0.5, **seeds))
+        return data.train.photos, data.val.photos, data.unlabelled
+
+    assert splits(seed=7, split_seed=1) == splits(seed=1) != splits(seed=7)
 
 
 def test_unlabelled_folders_join_the_pool_without_held_out_photos(

@@ -265,3 +265,40 @@ def test_runs_saved_before_the_look_ahead_resume_without_it(tiny_data, tmp_path)
 def test_photo_side_losses_need_unlabelled_photos(tiny_data, tmp_path) -> None:
     with pytest.raises(FgsbirError, match="photo-side losses need unlabelled photos"):
         train(tiny_config(tiny_data, tmp_path, photo=PhotoLosses(distill=1.0)))
+
+
+def test_an_ensemble_is_one_model_of_members_trained_on_the_same_splits(
+    tiny_data, tmp_path, capsys
+) -> None:
+    """Member 0 is the single run of the same settings, member 1 starts from other weights on
+    the same splits; the ensemble folder is a retrieval run whose embeddings are the members'
+    concatenated, scored and evaluated like any run."""
+    out, single = tmp_path / "ensemble", tmp_path / "single"
+    args = ["train", "--data", tiny_data, "--epochs", "1", *(x for s in TINY for x in ("--set", s))]
+    assert main([*args, "--out", str(out), "--members", "2"]) == 0
+    assert "best epochs" in capsys.readouterr().out
+    assert main([*args, "--out", str(single)]) == 0
+    weights = [load_file(str(out / f"member{k}" / "model.safetensors")) for k in (0, 1)]
+    single_weights = load_file(str(single / "model.safetensors"))
+    assert all(torch.equal(weights[0][k], single_weights[k]) for k in single_weights)
+    assert not torch.equal(weights[0]["head.weight"], weights[1]["head.weight"])
+    members = [json.loads((out / f"member{k}" / "config.json").read_text()) for k in (0, 1)]
+    assert members[1]["data"]["split_seed"] == members[0]["data"]["seed"] == 0
+    assert members[0]["data_info"] == members[1]["data_info"]
+
+    ensemble = load_embedder(out)
+    test = load_dataset(tiny_data).test
+    scored, sketch_emb, photo_emb = evaluate_split(ensemble, test)
+    member_emb = [evaluate_split(load_embedder(out / f"member{k}"), test)[1] for k in (0, 1)]
+    expected = torch.cat([torch.as_tensor(e) for e in member_emb], dim=1) / math.sqrt(2)
+    assert torch.allclose(torch.as_tensor(sketch_emb), expected, atol=1e-5)
+    assert photo_emb.shape == (len(test.photos), 64)
+    config = json.loads((out / "config.json").read_text())
+    assert config["members"] == 2 and config["metrics"]["test"]["mrr"] == pytest.approx(
+        scored["mrr"]
+    )
+    assert len(config["metrics"]["best_epoch"]) == 2
+    assert config["metrics"]["train_s"] == pytest.approx(
+        sum(m["metrics"]["train_s"] for m in members), abs=0.2
+    )
+    assert "An ensemble of 2 models" in (out / "README.md").read_text()

@@ -48,7 +48,13 @@ class DataConfig:
     val_fraction: Rate = 0.1  # carved from training photos
     unlabelled: list[str] = field(default_factory=list)  # extra folders of unlabelled photos
     seed: Natural = 0  # the splits, the initial weights and every random stream of training
+    split_seed: Natural | None = None  # the splits' seed where not ``seed`` (ensemble members)
     on_error: Literal["raise", "warn"] = "raise"  # a bad data file stops the run, or is skipped
+
+
+DATA_SETTINGS_ADDED_LATER = {"split_seed": None}
+""":class:`DataConfig` settings added after runs were saved, at the values those runs trained
+with: :meth:`fgsbir.train.loop.Task.upgraded` adds them to a stopped run's recorded settings."""
 
 
 @dataclass

@@ -34,7 +34,12 @@ from fgsbir.device import select_device
 from fgsbir.errors import DataError, FgsbirError
 from fgsbir.losses.sequence import stroke_nll
 from fgsbir.models.discriminator import PairDiscriminator
-from fgsbir.models.embedding import EmbeddingArch, EmbeddingNet, build_embedding_net
+from fgsbir.models.embedding import (
+    EmbeddingArch,
+    EmbeddingEnsemble,
+    RetrievalNet,
+    build_embedding_net,
+)
 from fgsbir.models.generator import (
     PhotoToSketch,
     SampleResult,
@@ -61,11 +66,12 @@ def model_identity(model: nn.Module, prep: Preprocessing) -> str:
 
 
 class Embedder:
-    """Embeds photos and sketches with a trained :class:`EmbeddingNet` (inference only)."""
+    """Embeds photos and sketches with a trained :class:`EmbeddingNet` or ensemble of them
+    (inference only)."""
 
     def __init__(
         self,
-        model: EmbeddingNet,
+        model: RetrievalNet,
         prep: Preprocessing,
         config: Mapping[str, Any] | None = None,
         device: torch.device | str | None = None,
@@ -117,9 +123,15 @@ class Embedder:
 
 
 def load_embedder(run_dir: str | Path, device: torch.device | str | None = None) -> Embedder:
-    """The :class:`Embedder` of a retrieval run folder (``config.json`` + ``model.safetensors``)."""
+    """The :class:`Embedder` of a retrieval run folder (``config.json`` + ``model.safetensors``;
+    an ensemble's where ``config.json`` says ``members``)."""
     config = load_run_config(run_dir, "embedding")
-    model = build_embedding_net(config_from_dict(EmbeddingArch, config["model"]), pretrained=False)
+    arch = config_from_dict(EmbeddingArch, config["model"])
+    members = config.get("members", 1)
+    model: RetrievalNet = build_embedding_net(arch, pretrained=False)
+    if members > 1:
+        nets = [build_embedding_net(arch, pretrained=False) for _ in range(members)]
+        model = EmbeddingEnsemble(nets)
     model.load_state_dict(load_model_state(run_dir))
     return Embedder(model, config_from_dict(Preprocessing, config["prep"]), config, device)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from typing import Any
 
-from fgsbir.cli.common import add_training_arguments, begin_training, training_values
-from fgsbir.config import RunOptions, load_config
+from fgsbir.cli.common import add_training_arguments, begin_training, checked, training_values
+from fgsbir.config import Count, RunOptions, load_config
 from fgsbir.errors import FgsbirError
 from fgsbir.train import UNLABELLED_PARTS, part_settings
 
@@ -42,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     for name, settings in UNLABELLED_PARTS.items())
         + "; --set changes their settings further (default: none)",
     )  # fmt: skip
+    p.add_argument(
+        "--members", type=checked(Count), default=1, metavar="K",
+        help="train an ensemble: the recipe K times on the same splits from other initial "
+        "weights (in RUN/member0 ...), embeddings concatenated; K times the training time "
+        "(supervised only; default: 1, one model)",
+    )  # fmt: skip
     add_training_arguments(p, epochs=RunOptions().epochs)
     p.set_defaults(func=_train)
 
@@ -71,8 +78,11 @@ def metrics_line(m: dict[str, Any]) -> str:
 
 
 def best_epoch(result: dict[str, Any]) -> str:
-    """``best epoch N``, explained when the start model (epoch 0) was kept."""
+    """``best epoch N``, explained when the start model (epoch 0) was kept; an ensemble's
+    members' ``best epochs N, M``."""
     epoch = result["best_epoch"]
+    if isinstance(epoch, list):
+        return f"best epochs {', '.join(map(str, epoch))}, one per member"
     return f"best epoch {epoch}" + (": the start model was kept" if epoch == 0 else "")
 
 
@@ -91,9 +101,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.method == "semi":
         from fgsbir.train.semi import SemiConfig, train_semi
 
+        if args.members > 1:
+            raise FgsbirError("--members: ensembles are trained with --method supervised only")
         config = load_config(SemiConfig, args.config, overrides, **values)
         run = train_semi
     else:
+        from fgsbir.train.ensemble import train_ensemble
         from fgsbir.train.supervised import TrainConfig, train
 
         config = load_config(TrainConfig, args.config, overrides, **values)
@@ -102,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
                 "--unlabelled needs a part that learns from unlabelled photos: --method semi, "
                 f"or --parts {' / '.join(UNLABELLED_PARTS)}"
             )
-        run = train
+        run = train if args.members == 1 else partial(train_ensemble, members=args.members)
     begin_training(config.run)
     result = run(config)
     if result:  # only rank 0 of a distributed run reports

@@ -68,7 +68,7 @@ def load_data(config: DataConfig) -> Dataset:
         format=config.format,
         labelled_fraction=config.labelled_fraction,
         val_fraction=config.val_fraction,
-        seed=config.seed,
+        seed=config.seed if config.split_seed is None else config.split_seed,
         on_error=config.on_error,
         unlabelled=config.unlabelled,
     )

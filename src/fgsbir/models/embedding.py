@@ -7,6 +7,8 @@ sketch. :func:`fgsbir.inference.load_embedder` turns a run folder into an embedd
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -72,6 +74,29 @@ class EmbeddingNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` normalised images (sketches or photos) -> ``(B, D)`` unit vectors."""
         return F.normalize(self.head(self.dropout(self.features(images))), dim=1)
+
+
+class EmbeddingEnsemble(nn.Module):
+    """Several trained :class:`EmbeddingNet` s as one model: their embeddings concatenated and
+    scaled by ``1 / sqrt(K)``, a unit vector whose squared distances are the members' mean."""
+
+    def __init__(self, members: Sequence[EmbeddingNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def embedding_dim(self) -> int:
+        return sum(member.embedding_dim for member in self.members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 / math.sqrt(len(self.members))
+        return torch.cat([member(images) for member in self.members], dim=1) * scale
+
+
+RetrievalNet = EmbeddingNet | EmbeddingEnsemble
+"""What embeds sketches and photos for retrieval: one network, or an ensemble of them."""
 
 
 @dataclass

@@ -252,7 +252,8 @@ class GeneratorTask(Task):
         return self.config.pretrain_epochs if self.pretrain_set is not None else 0
 
     def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
-        return {"pretrain_mix": 0.0, **saved}  # runs saved before it existed mixed in nothing
+        # runs saved before it existed mixed in nothing
+        return super().upgraded({"pretrain_mix": 0.0, **saved})
 
     def parts(self) -> dict[str, Stateful]:
         return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}

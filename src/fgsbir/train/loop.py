@@ -32,7 +32,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fgsbir.config import RunOptions, check_config, config_to_dict
+from fgsbir.config import (
+    DATA_SETTINGS_ADDED_LATER,
+    RunOptions,
+    check_config,
+    config_to_dict,
+    with_section_defaults,
+)
 from fgsbir.device import DistributedContext
 from fgsbir.runs import (
     METRICS_FILE,
@@ -115,7 +121,7 @@ class Task(ABC):
     def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
         """A stopped run's recorded settings as this version records them (settings added since,
         at the values that run trained with), for the check that a resume continues it."""
-        return saved
+        return with_section_defaults(saved, "data", DATA_SETTINGS_ADDED_LATER)
 
     def train_mode(self) -> None:
         """Put the models in training mode (called before every epoch)."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from fgsbir.config import (
+    DATA_SETTINGS_ADDED_LATER,
     Count,
     DataConfig,
     Fraction,
@@ -142,9 +143,23 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     """A short README.md for a retrieval run folder."""
     arch, prep, data = config["model"], config["prep"], config["data"]
     level = arch["feature_level"]
+    members, best = config.get("members", 1), metrics.get("best_epoch")
+    if isinstance(best, list):
+        best = ", ".join(map(str, best)) + " (one per member)"
     lines = [
         "# FG-SBIR retrieval model",
         "",
+        *(
+            [
+                f"An ensemble of {members} models, each as described below: the same recipe "
+                f"trained {members} times on the same splits from other initial weights, their "
+                "embeddings concatenated (scaled to unit length). The member runs are in "
+                "`member0/`, `member1/`, ...",
+                "",
+            ]
+            if members > 1
+            else []
+        ),
         f"Siamese `{arch['backbone']}` embedding network (one backbone shared by sketches and "
         f"photos), {arch['embedding_dim']}-d L2-normalised embeddings, trained with a triplet "
         f"loss (margin {config['margin']}, {config['negatives']} in-batch negatives) on "
@@ -159,8 +174,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         f"Photos without sketches: {unlabelled_parts(config)}.",
         "",
-        f"Best epoch on the validation split: {metrics.get('best_epoch')}"
-        f" of {metrics.get('epochs_trained')}.",
+        f"Best epoch on the validation split: {best} of {metrics.get('epochs_trained')}.",
         "",
         "| split | acc@1 | acc@5 | acc@10 | mean rank | MRR | queries | gallery |",
         "|---|---|---|---|---|---|---|---|",
@@ -181,7 +195,26 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SETTINGS_ADDED_LATER = {"photo": {"meta_step": 0.0, "pool_negatives": False}}
+def score_splits(
+    embedder: Embedder, dataset: Dataset, out: Path, grid_queries: int
+) -> dict[str, Any]:
+    """``val`` and ``test`` metrics of a trained model (for the splits with sketches), and their
+    retrieval grids in ``out`` (``pictures``)."""
+    result: dict[str, Any] = {"pictures": []}
+    for name in ("val", "test"):
+        split = getattr(dataset, name)
+        if split.sketches:
+            result[name], sketch_emb, photo_emb = evaluate_split(embedder, split)
+            grid = out / GRID_PNG.format(split=name)
+            write_retrieval_grid(split, sketch_emb, photo_emb, grid, grid_queries)
+            result["pictures"].append(str(grid))
+    return result
+
+
+SETTINGS_ADDED_LATER = {
+    "photo": {"meta_step": 0.0, "pool_negatives": False},
+    "data": DATA_SETTINGS_ADDED_LATER,
+}
 """Settings added to a section (at any depth) after runs were saved, at the values those runs
 trained with: :meth:`RetrievalTask.upgraded` adds them to a stopped run's recorded settings."""
 
@@ -355,17 +388,9 @@ class RetrievalTask(Task):
 
     def finish(self, run_config: dict[str, Any]) -> dict[str, Any]:
         """Scores on validation and test, with retrieval grids."""
-        embedder = self.embedder()
-        out = Path(self.config.run.out)
-        result: dict[str, Any] = {"pictures": []}
-        for name in ("val", "test"):
-            split = getattr(self.dataset, name)
-            if split.sketches:
-                result[name], sketch_emb, photo_emb = evaluate_split(embedder, split)
-                grid = out / GRID_PNG.format(split=name)
-                write_retrieval_grid(split, sketch_emb, photo_emb, grid, self.config.grid_queries)
-                result["pictures"].append(str(grid))
-        return result
+        return score_splits(
+            self.embedder(), self.dataset, Path(self.config.run.out), self.config.grid_queries
+        )
 
     def card(self, run_config: dict[str, Any], metrics: dict[str, Any]) -> str:
         return model_card(run_config, metrics)

@@ -232,6 +232,7 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
         ),
         arm(
             f"lite1_edges_neighbourhood_negatives_ensemble{ENSEMBLE_MEMBERS}",
+            "lite1_edges_neighbourhood_negatives",
             members=ENSEMBLE_MEMBERS,
             edge_epochs=edge_epochs,
             photo=replace(neighbourhood, pool_negatives=True),

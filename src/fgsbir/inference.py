@@ -127,11 +127,8 @@ def load_embedder(run_dir: str | Path, device: torch.device | str | None = None)
     an ensemble's where ``config.json`` says ``members``)."""
     config = load_run_config(run_dir, "embedding")
     arch = config_from_dict(EmbeddingArch, config["model"])
-    members = config.get("members", 1)
-    model: RetrievalNet = build_embedding_net(arch, pretrained=False)
-    if members > 1:
-        nets = [build_embedding_net(arch, pretrained=False) for _ in range(members)]
-        model = EmbeddingEnsemble(nets)
+    nets = [build_embedding_net(arch, pretrained=False) for _ in range(config.get("members", 1))]
+    model: RetrievalNet = nets[0] if len(nets) == 1 else EmbeddingEnsemble(nets)
     model.load_state_dict(load_model_state(run_dir))
     return Embedder(model, config_from_dict(Preprocessing, config["prep"]), config, device)
 

@@ -24,6 +24,10 @@ supervised recipe (``TrainConfig()``, on the backbone it was first measured with
   photos also negatives of the retrieval loss (``photo.pool_negatives``, no extra passes: the
   neighbourhood loss embeds them anyway), against the same control; ``lite1_negatives``: those
   negatives alone, against ``lite1_control`` (which trains longer);
+  ``lite1_edges6_neighbourhood``: ``lite1_edges_neighbourhood`` with :data:`LONG_EDGE_EPOCHS`
+  edge epochs; ``lite1_edges_neighbourhood_negatives_ensemble2``: two models of that recipe
+  (:data:`ENSEMBLE_MEMBERS`), and ``..._ema``: that recipe keeping a moving average of its
+  weights (:data:`AVERAGE_EPOCHS`, no extra passes), both against the single recipe;
 * equal-time controls, the labelled pairs only, trained as long as the arms they stand beside:
   ``control`` as many steps as ``edges`` (the recipe's epochs plus as many more as the edge
   epochs' steps fill), ``control_x2`` twice the epochs (an arm with photo-side losses or edge
@@ -98,16 +102,18 @@ def recipe(
     photo: PhotoLosses | None = None,
     backbone: str = CAMPAIGN_BACKBONE,
     image_size: int | None = None,
+    average_epochs: float = 0.0,
 ) -> TrainConfig:
     """The default recipe on ``fraction`` of the labelled pairs, with the unlabelled pool, the
     given edge pairs (``edge_epochs`` leading epochs unless ``edges`` says more), photo-side
-    losses, backbone and input size (default: the recipe's)."""
+    losses, backbone, input size (default: the recipe's) and weight average."""
     config = TrainConfig(
         data=DataConfig(
             path=data.path, unlabelled=list(data.pool), labelled_fraction=fraction, seed=seed
         ),
         edges=edges or EdgePairs(epochs=edge_epochs),
         photo=photo or PhotoLosses(),
+        average_epochs=average_epochs,
     )
     config = replace(config, model=replace(config.model, backbone=backbone))
     if image_size is not None:
@@ -176,6 +182,11 @@ LARGER_INPUTS = (192, 224)
 """Input sizes tried on the best recipe besides the default 128 px (chosen when runs had to be
 short; a run at 224 px takes about three times as long, well within the issue's 30 minutes)."""
 
+
+AVERAGE_EPOCHS = 2.0
+"""The time constant of the weight average in ``lite1_edges_neighbourhood_negatives_ema``, in
+epochs of labelled pairs (a step's weights count half after about 1.4 epochs). Set a priori, not
+tuned: 20 epochs leave room to average a few without lagging far behind the cosine schedule."""
 
 ENSEMBLE_MEMBERS = 2
 """Members of the ensemble arm: as many as fit the issue's 30 minutes of training per run with
@@ -250,6 +261,14 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
             edge_epochs=edge_epochs,
             photo=replace(neighbourhood, pool_negatives=True),
             backbone=lite1,
+        ),
+        arm(
+            "lite1_edges_neighbourhood_negatives_ema",
+            "lite1_edges_neighbourhood_negatives",
+            edge_epochs=edge_epochs,
+            photo=replace(neighbourhood, pool_negatives=True),
+            backbone=lite1,
+            average_epochs=AVERAGE_EPOCHS,
         ),
         *(
             arm(

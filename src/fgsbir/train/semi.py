@@ -39,7 +39,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -193,6 +193,7 @@ class SemiTask(RetrievalTask):
 
     validate_start = True  # epoch 0: the start model, after the discriminator's warm-up
     config: SemiConfig  # type: ignore[assignment]
+    settings_added_later: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: SemiConfig, start: StartRuns) -> None:
         super().__init__(config)
@@ -205,6 +206,9 @@ class SemiTask(RetrievalTask):
     def build_photo_side(self) -> None:
         """None yet: the photo-side losses use the joint step's unlabelled photos, whose pool
         :meth:`setup` builds after the generator."""
+
+    def build_averaged(self) -> None:
+        """None: the joint training keeps the trained weights (no weight averaging)."""
 
     def model_arch(self) -> EmbeddingArch:
         return config_from_dict(EmbeddingArch, self.start_config["model"])

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fgsbir.config import (
     DATA_SETTINGS_ADDED_LATER,
@@ -66,6 +67,11 @@ class TrainConfig:
     The defaults are the recipe chosen on QMUL-Shoe-V1's validation split (see
     ``benchmarks/supervised_shoe_v1.py`` and the defaults of :class:`EmbeddingArch` and
     :class:`Preprocessing`).
+
+    ``average_epochs`` switches on weight averaging: an exponential moving average of the weights
+    (``torch.optim.swa_utils.AveragedModel``, batch-norm statistics included) whose time constant
+    is that many epochs of labelled pairs, updated after every step; validation scores it and the
+    run keeps it instead of the trained weights.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -83,6 +89,7 @@ class TrainConfig:
     edges: EdgePairs = field(default_factory=EdgePairs)
     photo: PhotoLosses = field(default_factory=PhotoLosses)
     select_metric: Literal["acc@1", "acc@5", "acc@10", "mrr"] = "mrr"  # picks the best epoch
+    average_epochs: NonNegative = 0.0  # >0: validate and keep an EMA of the weights (see below)
     grid_queries: Count = 8  # rows of the final retrieval-grid picture
 
     @property
@@ -211,18 +218,25 @@ def score_splits(
     return result
 
 
+TRAIN_SETTINGS_ADDED_LATER = {"average_epochs": 0.0}
+""":class:`TrainConfig`'s own settings added after runs were saved, at the values those runs
+trained with."""
+
 SETTINGS_ADDED_LATER = {
     "photo": {"meta_step": 0.0, "pool_negatives": False},
     "data": DATA_SETTINGS_ADDED_LATER,
+    "supervised": TRAIN_SETTINGS_ADDED_LATER,  # a semi-supervised run's start recipe
 }
 """Settings added to a section (at any depth) after runs were saved, at the values those runs
-trained with: :meth:`RetrievalTask.upgraded` adds them to a stopped run's recorded settings."""
+trained with: :meth:`RetrievalTask.upgraded` adds them (and :data:`TRAIN_SETTINGS_ADDED_LATER`)
+to a stopped run's recorded settings."""
 
 
 class RetrievalTask(Task):
     """Triplet training of an :class:`EmbeddingNet` on the labelled pairs."""
 
     config: TrainConfig
+    settings_added_later: ClassVar[dict[str, Any]] = TRAIN_SETTINGS_ADDED_LATER  # its own
 
     def setup(self) -> dict[str, Any]:
         config = self.config
@@ -240,6 +254,7 @@ class RetrievalTask(Task):
             weight_decay=config.weight_decay,
         )
         self.scheduler = self.build_scheduler()
+        self.averaged = self.build_averaged()
         self.triplet = TripletLoss(config.margin, config.negatives)
         info = data_info(self.dataset)
         if self.edge_pairs is not None:
@@ -247,6 +262,7 @@ class RetrievalTask(Task):
         return {"data_info": info}
 
     def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
+        saved = {**self.settings_added_later, **saved}
         for section, added in SETTINGS_ADDED_LATER.items():
             saved = with_section_defaults(saved, section, added)
         return saved
@@ -316,11 +332,27 @@ class RetrievalTask(Task):
             self.optimizer, lambda step: lr_factor(step, warmup, total)
         )
 
+    def build_averaged(self) -> AveragedModel | None:
+        """The moving average of the weights (see :class:`TrainConfig`), if switched on."""
+        epochs = self.config.average_epochs
+        if not epochs:
+            return None
+        steps_per_epoch = len(self.ctx.share(self.batches(self.leading_epochs)))
+        decay = math.exp(-1.0 / (epochs * steps_per_epoch))
+        averaged = AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
+        )
+        return averaged.eval().requires_grad_(False)
+
     def parts(self) -> dict[str, Stateful]:
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+        parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+        return parts | ({"averaged": self.averaged} if self.averaged is not None else {})
 
     def selected(self) -> EmbeddingNet:
-        return self.model
+        return self.model if self.averaged is None else self.averaged.module
+
+    def train_mode(self) -> None:
+        self.model.train()
 
     def batches(self, epoch: int) -> list[Batch]:
         """Edge pairs in the leading epochs, then labelled pairs."""
@@ -373,12 +405,15 @@ class RetrievalTask(Task):
             photo_loss, photo_stats = self.photo_side.loss(sketch_at, photo_at, extra_at, files)
             loss, stats = loss + photo_loss, stats | photo_stats
         stepped = optimise(loss, self.optimizer, self.ctx, scheduler=self.scheduler)
+        if stepped and self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         lr = self.scheduler.get_last_lr()[0]
         return stats | {"loss": loss.item(), "lr": lr, "skipped": not stepped}
 
     def embedder(self) -> Embedder:
-        """The model being trained, as an inference object (switches it to eval mode)."""
-        return Embedder(self.model, self.prep, device=self.ctx.device)
+        """The selected model (the trained one or its average), as an inference object (switches
+        it to eval mode)."""
+        return Embedder(self.selected(), self.prep, device=self.ctx.device)
 
     def validate(self) -> tuple[dict[str, Any], float] | None:
         if not self.dataset.val.sketches:

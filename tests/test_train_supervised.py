@@ -101,10 +101,17 @@ def test_training_fits_its_pairs(tiny_data, tmp_path) -> None:
     assert after["mean_rank"] < 0.6 * before["mean_rank"]  # measured: 7.1 -> 2.9
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tiny_data, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("average_epochs", [0.0, 1.0])
+def test_resumed_run_matches_an_uninterrupted_one(
+    tiny_data, tmp_path, monkeypatch, average_epochs
+) -> None:
     """Also the reproducibility check: the straight run and the resumed one are two runs of the
-    same command, and give the same weights and numbers."""
-    straight = train(tiny_config(tiny_data, tmp_path / "straight"))
+    same command, and give the same weights and numbers (with a weight average too)."""
+
+    def config(out: str) -> TrainConfig:
+        return tiny_config(tiny_data, tmp_path / out, average_epochs=average_epochs)
+
+    straight = train(config("straight"))
 
     collate = PairDataset.collate
     calls = {"n": 0}
@@ -117,10 +124,10 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data, tmp_path, monkeypat
 
     monkeypatch.setattr(PairDataset, "collate", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tiny_data, tmp_path / "resumed"))
+        train(config("resumed"))
     assert load_resume_state(tmp_path / "resumed")["progress"]["epoch"] == 1
     monkeypatch.setattr(PairDataset, "collate", collate)
-    resumed = train(tiny_config(tiny_data, tmp_path / "resumed"))
+    resumed = train(config("resumed"))
 
     a = load_resume_state(tmp_path / "straight")
     b = load_resume_state(tmp_path / "resumed")
@@ -129,8 +136,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data, tmp_path, monkeypat
         "last_epoch_s": a["progress"]["last_epoch_s"],
     }
     assert (a["progress"]["epoch"], a["progress"]["step"]) == (3, 9)
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    for part in ("model", "averaged") if average_epochs else ("model",):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), (part, key)
     best_a = load_file(tmp_path / "straight" / "model.safetensors")
     best_b = load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
@@ -252,14 +260,50 @@ def test_photo_side_losses_after_a_look_ahead(tiny_data, tmp_path) -> None:
     assert "the photo-side losses after a look-ahead of 20.0 steps" in card
 
 
-def test_runs_saved_before_the_look_ahead_resume_without_it(tiny_data, tmp_path) -> None:
+def test_runs_saved_before_later_settings_resume_without_them(tiny_data, tmp_path) -> None:
+    """A run saved before the look-ahead and weight averaging existed resumes; asking for
+    either is another run."""
     train(tiny_config(tiny_data, tmp_path, epochs=1))
     state = load_resume_state(tmp_path)
-    del state["config"]["photo"]["meta_step"]
+    del state["config"]["photo"]["meta_step"], state["config"]["average_epochs"]
     save_resume_state(tmp_path, state)
     assert train(tiny_config(tiny_data, tmp_path, epochs=2))["epochs_trained"] == 2
     with pytest.raises(FgsbirError, match=r"other settings.*photo"):
         train(tiny_config(tiny_data, tmp_path, epochs=3, photo=PhotoLosses(meta_step=1.0)))
+    with pytest.raises(FgsbirError, match=r"other settings \(average_epochs\)"):
+        train(tiny_config(tiny_data, tmp_path, epochs=3, average_epochs=1.0))
+
+
+def test_weight_average_is_what_validation_scores_and_the_run_keeps(tiny_data, tmp_path) -> None:
+    """The kept weights are the moving average, not the trained ones, and the recorded scores
+    are the average's; a time constant near zero keeps the trained weights exactly."""
+    plain = train(tiny_config(tiny_data, tmp_path / "plain", val_fraction=0.0))
+    instant = train(
+        tiny_config(tiny_data, tmp_path / "instant", val_fraction=0.0, average_epochs=1e-9)
+    )
+    assert instant["test"] == plain["test"]
+    kept = {name: load_file(tmp_path / name / "model.safetensors") for name in ("plain", "instant")}
+    assert all(torch.equal(kept["plain"][k], kept["instant"][k]) for k in kept["plain"])
+
+    last = train(
+        tiny_config(tiny_data, tmp_path / "last", val_fraction=0.0, average_epochs=1.0)
+    )  # no validation: the last epoch is kept
+    state = load_resume_state(tmp_path / "last")
+    kept_last = load_file(tmp_path / "last" / "model.safetensors")
+    assert all(torch.equal(kept_last[k], state["averaged"][f"module.{k}"]) for k in kept_last)
+    assert not all(torch.equal(kept_last[k], state["model"][k]) for k in kept_last)
+    assert last["test"] != plain["test"]
+
+    averaged = train(tiny_config(tiny_data, tmp_path / "averaged", average_epochs=1.0))
+    records = read_metrics(tmp_path / "averaged" / "metrics.jsonl")
+    [logged] = [r for r in records if r["split"] == "val" and r["epoch"] == averaged["best_epoch"]]
+    val = load_dataset(tiny_data, val_fraction=0.2).val
+    scored = evaluate_split(load_embedder(tmp_path / "averaged", "cpu"), val)[0]
+    assert scored == pytest.approx({k: logged[k] for k in scored})
+    assert (
+        "moving average of the trained weights over about 1.0 epochs"
+        in (tmp_path / "averaged" / "README.md").read_text()
+    )
 
 
 def test_photo_side_losses_need_unlabelled_photos(tiny_data, tmp_path) -> None:

@@ -181,6 +181,15 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         f"Photos without sketches: {unlabelled_parts(config)}.",
         "",
+        *(
+            [
+                "Weights: an exponential moving average of the trained weights over about "
+                f"{config['average_epochs']} epochs, which validation scored and the run kept.",
+                "",
+            ]
+            if config.get("average_epochs")
+            else []
+        ),
         f"Best epoch on the validation split: {best} of {metrics.get('epochs_trained')}.",
         "",
         "| split | acc@1 | acc@5 | acc@10 | mean rank | MRR | queries | gallery |",

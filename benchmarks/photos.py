@@ -211,6 +211,12 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
     lite1 = "efficientnet_lite1"
     lite1_control = partial(control, backbone=lite1)
     lite1_control_x5 = partial(longer_arm, lite1_control, EDGES_NEIGHBOURHOOD_TIME_RATIO)
+    negatives = "lite1_edges_neighbourhood_negatives"  # the best test recipe, and its variants
+    negatives_parts: dict[str, Any] = dict(
+        edge_epochs=edge_epochs,
+        photo=replace(neighbourhood, pool_negatives=True),
+        backbone=lite1,
+    )
     return [
         arm("base"),
         Arm("control", control, train, "base"),
@@ -242,12 +248,10 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
             backbone=lite1,
         ),
         arm(
-            f"lite1_edges_neighbourhood_negatives_ensemble{ENSEMBLE_MEMBERS}",
-            "lite1_edges_neighbourhood_negatives",
-            members=ENSEMBLE_MEMBERS,
-            edge_epochs=edge_epochs,
-            photo=replace(neighbourhood, pool_negatives=True),
-            backbone=lite1,
+            f"{negatives}_ensemble{ENSEMBLE_MEMBERS}",
+            negatives,
+            ENSEMBLE_MEMBERS,
+            **negatives_parts,
         ),
         arm(
             "lite1_negatives",
@@ -255,21 +259,8 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
             photo=PhotoLosses(pool_negatives=True),
             backbone=lite1,
         ),
-        arm(
-            "lite1_edges_neighbourhood_negatives",
-            "lite1_control_x5",
-            edge_epochs=edge_epochs,
-            photo=replace(neighbourhood, pool_negatives=True),
-            backbone=lite1,
-        ),
-        arm(
-            "lite1_edges_neighbourhood_negatives_ema",
-            "lite1_edges_neighbourhood_negatives",
-            edge_epochs=edge_epochs,
-            photo=replace(neighbourhood, pool_negatives=True),
-            backbone=lite1,
-            average_epochs=AVERAGE_EPOCHS,
-        ),
+        arm(negatives, "lite1_control_x5", **negatives_parts),
+        arm(f"{negatives}_ema", negatives, average_epochs=AVERAGE_EPOCHS, **negatives_parts),
         *(
             arm(
                 f"lite1_edges_{size}px",

@@ -28,6 +28,7 @@ supervised recipe (``TrainConfig()``, on the backbone it was first measured with
   edge epochs; ``lite1_edges_neighbourhood_negatives_ensemble2``: two models of that recipe
   (:data:`ENSEMBLE_MEMBERS`), and ``..._ema``: that recipe keeping a moving average of its
   weights (:data:`AVERAGE_EPOCHS`, no extra passes), both against the single recipe;
+  ``..._ema_ensemble2``: two of those, against one;
 * equal-time controls, the labelled pairs only, trained as long as the arms they stand beside:
   ``control`` as many steps as ``edges`` (the recipe's epochs plus as many more as the edge
   epochs' steps fill), ``control_x2`` twice the epochs (an arm with photo-side losses or edge
@@ -261,6 +262,13 @@ def arms(data: DataSet, edge_epochs: int) -> list[Arm]:
         ),
         arm(negatives, "lite1_control_x5", **negatives_parts),
         arm(f"{negatives}_ema", negatives, average_epochs=AVERAGE_EPOCHS, **negatives_parts),
+        arm(
+            f"{negatives}_ema_ensemble{ENSEMBLE_MEMBERS}",
+            f"{negatives}_ema",
+            ENSEMBLE_MEMBERS,
+            average_epochs=AVERAGE_EPOCHS,
+            **negatives_parts,
+        ),
         *(
             arm(
                 f"lite1_edges_{size}px",

@@ -98,15 +98,15 @@ def _settings(arm: Arm, fraction: float, seed: int) -> tuple[Any, str]:
 
 
 def commit() -> str:
-    """The checked-out commit, ``-dirty`` where tracked files outside ``benchmarks/results`` have
-    changed (the cell stores there change with every finished cell)."""
+    """The checked-out commit, ``-dirty`` where tracked files other than the results have changed
+    (``benchmarks/results`` and BENCHMARKS.md, which every campaign's report rewrites)."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout
 
     head = git("rev-parse", "--short", "HEAD").strip()
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                  ":(exclude)benchmarks/results")  # fmt: skip
+                  ":(exclude)benchmarks/results", ":(exclude)BENCHMARKS.md")  # fmt: skip
     return f"{head}-dirty" if head and changed else head or "unknown"
 
 

@@ -89,7 +89,7 @@ class TrainConfig:
     edges: EdgePairs = field(default_factory=EdgePairs)
     photo: PhotoLosses = field(default_factory=PhotoLosses)
     select_metric: Literal["acc@1", "acc@5", "acc@10", "mrr"] = "mrr"  # picks the best epoch
-    average_epochs: NonNegative = 0.0  # >0: validate and keep an EMA of the weights (see below)
+    average_epochs: NonNegative = 0.0  # >0: keep a moving average of the weights (see above)
     grid_queries: Count = 8  # rows of the final retrieval-grid picture
 
     @property

@@ -38,7 +38,7 @@ from _record import ROOT, machine
 from scipy import stats
 
 from fgsbir.config import config_to_dict
-from fgsbir.train.supervised import SETTINGS_ADDED_LATER, TRAIN_SETTINGS_ADDED_LATER, TrainConfig
+from fgsbir.train.supervised import SETTINGS_ADDED_LATER, TRAIN_SETTINGS_ADDED_LATER
 
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 
@@ -76,13 +76,12 @@ def _leave_out_later_settings(settings: dict[str, Any]) -> None:
 def settings_digest(config: Any, left_out: Sequence[str] = ()) -> str:
     """A short hash of a run's settings, but where and on what it runs; the ``left_out`` fields
     are left out where they hold their defaults (settings added after cells were keyed, so that
-    those keep their keys), and so are :data:`NESTED_LATER_SETTINGS` and, in a
-    :class:`~fgsbir.train.supervised.TrainConfig`, its ``TRAIN_SETTINGS_ADDED_LATER``."""
+    those keep their keys), and so are :data:`NESTED_LATER_SETTINGS` and a
+    :class:`~fgsbir.train.supervised.TrainConfig`'s ``TRAIN_SETTINGS_ADDED_LATER``."""
     settings = config_to_dict(config)
     for key in ("out", "device", "threads"):
         settings["run"].pop(key)
-    if isinstance(config, TrainConfig):
-        left_out = [*left_out, *TRAIN_SETTINGS_ADDED_LATER]
+    left_out = [*left_out, *TRAIN_SETTINGS_ADDED_LATER]  # absent from other configs
     defaults = config_to_dict(type(config)()) if left_out else {}
     for key in left_out:
         if key in settings and settings[key] == defaults[key]:

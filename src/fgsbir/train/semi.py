@@ -39,7 +39,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -193,7 +193,6 @@ class SemiTask(RetrievalTask):
 
     validate_start = True  # epoch 0: the start model, after the discriminator's warm-up
     config: SemiConfig  # type: ignore[assignment]
-    settings_added_later: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: SemiConfig, start: StartRuns) -> None:
         super().__init__(config)

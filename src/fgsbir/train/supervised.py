@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -245,7 +245,6 @@ class RetrievalTask(Task):
     """Triplet training of an :class:`EmbeddingNet` on the labelled pairs."""
 
     config: TrainConfig
-    settings_added_later: ClassVar[dict[str, Any]] = TRAIN_SETTINGS_ADDED_LATER  # its own
 
     def setup(self) -> dict[str, Any]:
         config = self.config
@@ -271,7 +270,8 @@ class RetrievalTask(Task):
         return {"data_info": info}
 
     def upgraded(self, saved: dict[str, Any]) -> dict[str, Any]:
-        saved = {**self.settings_added_later, **saved}
+        own = {k: v for k, v in TRAIN_SETTINGS_ADDED_LATER.items() if hasattr(self.config, k)}
+        saved = {**own, **saved}  # a semi run's config is no TrainConfig: none of its own
         for section, added in SETTINGS_ADDED_LATER.items():
             saved = with_section_defaults(saved, section, added)
         return saved
